@@ -1,0 +1,113 @@
+//! The `roomz` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use roomz::server::config::{AllowListSource, Config, ConfigError, VARIABLES_HELP};
+use roomz::server::{ServerOptions, start};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+#[derive(Parser)]
+#[command(name = "roomz", version, about = "Self-hosted chat for people who live in the terminal")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: HTTP and WebSocket, magic-link login, SQLite storage.
+    #[command(after_help = VARIABLES_HELP)]
+    Serve {
+        /// Address to listen on [env: ROOMZ_BIND] [default: 127.0.0.1:8000]
+        #[arg(long, value_name = "IP:PORT")]
+        bind: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { bind } => serve(bind),
+    }
+}
+
+fn serve(bind: Option<String>) -> ExitCode {
+    // Where ALLOWED_EMAILS comes from decides what SIGHUP can change: only .env is re-read.
+    let allowlist_in_environment = std::env::var_os("ALLOWED_EMAILS").is_some();
+    let env_file = match dotenvy::dotenv() {
+        Ok(path) => Some(path),
+        Err(error) if error.not_found() => None,
+        Err(error) => {
+            return fail(&ConfigError {
+                message: format!("cannot read .env: {error}"),
+                hint: "fix the line it names; each line is NAME=value".to_owned(),
+            });
+        }
+    };
+    init_tracing();
+    let source = match env_file {
+        Some(path) if !allowlist_in_environment => AllowListSource::EnvFile(path),
+        _ => AllowListSource::Environment,
+    };
+    let lookup = |name: &str| match (name, &bind) {
+        ("ROOMZ_BIND", Some(bind)) => Some(bind.clone()),
+        _ => std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+    };
+    let loaded = match Config::from_lookup(lookup, source) {
+        Ok(loaded) => loaded,
+        Err(error) => return fail(&error),
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(loaded.config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let handle = match start(config, ServerOptions::default()).await {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            eprintln!("  hint: {}", error.hint());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (Ok(mut terminate), Ok(mut hangup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        eprintln!("Error: cannot listen for signals");
+        handle.shutdown().await;
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => handle.reload_allowlist(),
+        }
+    }
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn fail(error: &ConfigError) -> ExitCode {
+    eprintln!("Error: {}", error.message);
+    eprintln!("  hint: {}", error.hint);
+    ExitCode::from(2)
+}
+
+/// Logs go to standard error, filtered by RUST_LOG (default: info).
+fn init_tracing() {
+    let filter =
+        EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+}

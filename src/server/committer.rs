@@ -1,0 +1,140 @@
+//! Group commit: messages from every connection queue up here; each turn of the loop takes
+//! all that are waiting (up to a batch), stores them in one transaction, and only then
+//! acknowledges them to their senders and hands them to the hub. One fsync serves the whole
+//! batch, and "acknowledged" always means "on disk".
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Conn, Delivery, Hub};
+use super::names::NameCache;
+use super::store::{Appended, NewMessage, Store};
+use crate::protocol::{ErrorCode, ErrorFrame, Message, ServerFrame};
+use crate::server::clock::Clock;
+
+/// Most messages in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Messages waiting for the committer before senders wait for room.
+const QUEUE_CAPACITY: usize = 8192;
+
+/// A message waiting to be stored, and the connection that sent it.
+pub struct Pending {
+    pub message: NewMessage,
+    pub conn: Arc<Conn>,
+}
+
+/// The sending side of the committer.
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Committer {
+    /// Starts the committer task. Once `stop` is cancelled it takes no new messages,
+    /// stores those already queued, and ends.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        names: Arc<NameCache>,
+        clock: Arc<dyn Clock>,
+        stop: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let task = tokio::spawn(run(rx, stop, store, hub, names, clock));
+        (Self { queue }, task)
+    }
+
+    /// Queues a message; waits while the queue is full, which slows only this sender.
+    pub async fn submit(&self, pending: Pending) -> Result<(), Pending> {
+        self.queue.send(pending).await.map_err(|e| e.0)
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    stop: CancellationToken,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    names: Arc<NameCache>,
+    clock: Arc<dyn Clock>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut stopping = false;
+    loop {
+        let received = tokio::select! {
+            received = rx.recv_many(&mut batch, MAX_BATCH) => received,
+            () = stop.cancelled(), if !stopping => {
+                // What is queued is still received; then `recv_many` returns 0.
+                rx.close();
+                stopping = true;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let (messages, conns): (Vec<NewMessage>, Vec<Arc<Conn>>) =
+            batch.drain(..).map(|p| (p.message, p.conn)).unzip();
+        let now = clock.now_ms();
+        match store.append(&messages, now).await {
+            Ok(results) => {
+                for ((message, conn), result) in messages.into_iter().zip(&conns).zip(results) {
+                    settle(message, conn, result, &hub, &names);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, messages = messages.len(), "committer: store refused a batch");
+                for (message, conn) in messages.into_iter().zip(&conns) {
+                    conn.send_error(ErrorFrame {
+                        id: Some(message.client_id),
+                        ..ErrorFrame::new(
+                            ErrorCode::StoreUnavailable,
+                            "the message was not saved: the server cannot write to its database; \
+                             send it again",
+                        )
+                    });
+                }
+            }
+        }
+    }
+    tracing::debug!("committer: queue closed and drained");
+}
+
+/// Acknowledges one stored message to its sender and, when new, fans it out.
+fn settle(message: NewMessage, conn: &Conn, result: Appended, hub: &Hub, names: &NameCache) {
+    match result {
+        Appended::New { seq, ts } => {
+            conn.send(&ServerFrame::Ack {
+                id: message.client_id.clone(),
+                room: message.room.clone(),
+                seq,
+                ts,
+            });
+            let room: Arc<str> = message.room.as_str().into();
+            let frame = ServerFrame::Message(Message {
+                name: names.get(&message.author),
+                room: message.room,
+                seq,
+                id: message.client_id,
+                author: message.author,
+                text: message.text,
+                ts,
+            });
+            hub.publish(Delivery { room, seq, frame: frame.to_json().into() });
+        }
+        Appended::Duplicate { room, seq, ts } => {
+            conn.send(&ServerFrame::Ack { id: message.client_id, room, seq, ts });
+        }
+        Appended::NoSuchRoom => conn.send_error(ErrorFrame {
+            id: Some(message.client_id),
+            ..ErrorFrame::new(
+                ErrorCode::NotMember,
+                format!("room {:?} does not exist", message.room),
+            )
+        }),
+    }
+}

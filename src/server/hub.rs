@@ -1,0 +1,387 @@
+//! The hub: which connections are open, which rooms each listens to, and the fan-out of
+//! frames to them. It holds no data of its own: the store does; the hub only routes.
+//!
+//! Every connection has a bounded queue of [`Outbound`] items that its writer task drains.
+//! Pushing never waits: a connection whose queue is full is closed as too slow (it catches
+//! up by sequence number when it comes back), so one stalled reader never holds up a room.
+//! A message is serialised once and its bytes are shared by every recipient.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{
+    ErrorCode, ErrorFrame, Member, PRESENCE_PUSH_MAX, RoomSummary, Seq, ServerFrame, close_code,
+};
+
+/// How many items a connection's queue holds before the connection counts as too slow.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// One message on its way to every listener of a room.
+#[derive(Debug)]
+pub struct Delivery {
+    pub room: Arc<str>,
+    pub seq: Seq,
+    pub frame: Utf8Bytes,
+}
+
+/// What a connection's writer is asked to do, in order.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send this frame as it is.
+    Frame(Utf8Bytes),
+    /// Send a room's message unless already sent, filling any gap before it from the store.
+    Message(Arc<Delivery>),
+    /// Send every message after each room's sequence, then `synced`.
+    CatchUp(Vec<(Arc<str>, Seq)>),
+    /// Start delivering a room's messages after `after`.
+    Follow { room: Arc<str>, after: Seq },
+    /// Stop delivering a room's messages.
+    Unfollow(Arc<str>),
+    /// Just flush (a pong tungstenite queued while reading goes out with it).
+    Flush,
+}
+
+/// Why the server closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    TooSlow,
+    AccessRevoked,
+    SessionExpired,
+    ShuttingDown,
+    HandshakeFailed,
+}
+
+impl CloseReason {
+    /// The WebSocket close code and the error frame that precede the close.
+    pub fn describe(self) -> (u16, ErrorCode, &'static str) {
+        match self {
+            Self::TooSlow => (
+                close_code::TOO_SLOW,
+                ErrorCode::TooSlow,
+                "this connection fell too far behind; reconnect to catch up",
+            ),
+            Self::AccessRevoked => (
+                close_code::ACCESS_REVOKED,
+                ErrorCode::AccessRevoked,
+                "this address is no longer allowed on this server",
+            ),
+            Self::SessionExpired => (
+                close_code::SESSION_EXPIRED,
+                ErrorCode::SessionExpired,
+                "session expired: request a new link",
+            ),
+            Self::ShuttingDown => {
+                (1001, ErrorCode::ShuttingDown, "the server is shutting down; reconnect shortly")
+            }
+            Self::HandshakeFailed => {
+                (close_code::HANDSHAKE_FAILED, ErrorCode::HelloRequired, "no usable hello")
+            }
+        }
+    }
+}
+
+/// The way a connection is told to close, shared by the connection and its writer.
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+impl CloseSignal {
+    /// Asks the connection to close; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Why the connection was asked to close, if it was.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    /// Resolves when the connection is asked to close.
+    pub async fn closed(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// One open WebSocket, as the rest of the server sees it. The queue's sending half lives
+/// here: when the last `Arc<Conn>` is gone, the writer drains what is left and ends.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub email: Arc<str>,
+    queue: mpsc::Sender<Outbound>,
+    signal: Arc<CloseSignal>,
+    rooms: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Conn {
+    /// Queues an item for the writer; a full queue closes the connection as too slow.
+    pub fn push(&self, item: Outbound) {
+        match self.queue.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.signal.reason().is_none() {
+                    tracing::warn!(conn = self.id, email = %self.email, "ws: queue full, dropping slow connection");
+                }
+                self.close(CloseReason::TooSlow);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Serialises and queues a frame.
+    pub fn send(&self, frame: &ServerFrame) {
+        self.push(Outbound::Frame(frame.to_json().into()));
+    }
+
+    /// Queues an error frame.
+    pub fn send_error(&self, error: ErrorFrame) {
+        self.send(&ServerFrame::Error(error));
+    }
+
+    /// Asks the connection to close; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        self.signal.close(reason);
+    }
+
+    /// The close signal, for the writer.
+    pub fn signal(&self) -> Arc<CloseSignal> {
+        self.signal.clone()
+    }
+
+    /// Whether this connection's user is a member of `room` (as of their last join/leave).
+    pub fn listens_to(&self, room: &str) -> bool {
+        self.rooms.lock().expect("room set lock").contains(room)
+    }
+
+    /// How many rooms the connection listens to.
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().expect("room set lock").len()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<Arc<str>, Vec<Arc<Conn>>>,
+    users: HashMap<Arc<str>, Vec<Arc<Conn>>>,
+}
+
+impl Inner {
+    fn listeners(&self, room: &str) -> &[Arc<Conn>] {
+        self.rooms.get(room).map_or(&[], Vec::as_slice)
+    }
+
+    /// How many distinct users listen to `room`.
+    fn online_users(&self, room: &str) -> usize {
+        let listeners = self.listeners(room);
+        listeners.iter().map(|c| &c.email).collect::<HashSet<_>>().len()
+    }
+
+    fn listen(&mut self, conn: &Arc<Conn>, room: &Arc<str>) {
+        if conn.rooms.lock().expect("room set lock").insert(room.clone()) {
+            self.rooms.entry(room.clone()).or_default().push(conn.clone());
+        }
+    }
+
+    fn unlisten(&mut self, conn: &Conn, room: &str) {
+        conn.rooms.lock().expect("room set lock").remove(room);
+        if let Some(list) = self.rooms.get_mut(room) {
+            list.retain(|c| c.id != conn.id);
+            if list.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Tells the other listeners of each room that `email` came or went, where the room is
+    /// small enough for presence to be pushed.
+    fn announce_presence(&self, email: &str, rooms: &[Arc<str>], online: bool) {
+        for room in rooms {
+            if self.online_users(room) > PRESENCE_PUSH_MAX {
+                continue;
+            }
+            let frame =
+                ServerFrame::Presence { room: room.to_string(), email: email.to_owned(), online };
+            let bytes: Utf8Bytes = frame.to_json().into();
+            for conn in self.listeners(room).iter().filter(|c| *c.email != *email) {
+                conn.push(Outbound::Frame(bytes.clone()));
+            }
+        }
+    }
+}
+
+/// The registry of open connections.
+#[derive(Default)]
+pub struct Hub {
+    inner: RwLock<Inner>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().expect("hub lock poisoned")
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().expect("hub lock poisoned")
+    }
+
+    /// Makes a connection and the receiving end of its queue. It is not registered yet.
+    pub fn connection(&self, email: Arc<str>) -> (Arc<Conn>, mpsc::Receiver<Outbound>) {
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let conn = Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            email,
+            queue,
+            signal: Arc::default(),
+            rooms: Mutex::new(HashSet::new()),
+        };
+        (Arc::new(conn), rx)
+    }
+
+    /// Registers a connection after its `hello`: queues `welcome` and the catch-up, then
+    /// starts routing the rooms' messages to it. All under one lock, so no message can slip
+    /// between the catch-up and the live stream.
+    pub fn register(&self, conn: &Arc<Conn>, welcome: Utf8Bytes, rooms: Vec<(Arc<str>, Seq)>) {
+        let mut inner = self.write();
+        conn.push(Outbound::Frame(welcome));
+        let names: Vec<Arc<str>> = rooms.iter().map(|(room, _)| room.clone()).collect();
+        conn.push(Outbound::CatchUp(rooms));
+        for room in &names {
+            inner.listen(conn, room);
+        }
+        let sessions = inner.users.entry(conn.email.clone()).or_default();
+        sessions.push(conn.clone());
+        if sessions.len() == 1 {
+            inner.announce_presence(&conn.email, &names, true);
+        }
+    }
+
+    /// Forgets a connection; announces the user offline when it was their last.
+    pub fn unregister(&self, conn: &Conn) {
+        let mut inner = self.write();
+        let rooms: Vec<Arc<str>> =
+            conn.rooms.lock().expect("room set lock").iter().cloned().collect();
+        for room in &rooms {
+            inner.unlisten(conn, room);
+        }
+        let Some(sessions) = inner.users.get_mut(&conn.email) else {
+            return;
+        };
+        sessions.retain(|c| c.id != conn.id);
+        if sessions.is_empty() {
+            inner.users.remove(&conn.email);
+            inner.announce_presence(&conn.email, &rooms, false);
+        }
+    }
+
+    /// Routes a committed message to every connection listening to its room.
+    pub fn publish(&self, delivery: Delivery) {
+        let delivery = Arc::new(delivery);
+        let inner = self.read();
+        for conn in inner.listeners(&delivery.room) {
+            conn.push(Outbound::Message(delivery.clone()));
+        }
+    }
+
+    /// After `email` joined `room`: every connection of theirs starts listening after
+    /// `after` and gets `joined` (`req` goes only to `asking`); when the join is new, the
+    /// room's other listeners get `member_joined`.
+    pub fn joined(
+        &self,
+        asking: &Conn,
+        req: Option<u64>,
+        summary: RoomSummary,
+        member: Option<Member>,
+    ) {
+        let room: Arc<str> = summary.name.as_str().into();
+        let after = summary.last_seq;
+        let mut inner = self.write();
+        if let Some(member) = member {
+            let frame = ServerFrame::MemberJoined { room: room.to_string(), member }.to_json();
+            let bytes: Utf8Bytes = frame.into();
+            for conn in inner.listeners(&room).iter().filter(|c| c.email != asking.email) {
+                conn.push(Outbound::Frame(bytes.clone()));
+            }
+        }
+        let sessions = inner.users.get(&asking.email).cloned().unwrap_or_default();
+        for conn in &sessions {
+            conn.push(Outbound::Follow { room: room.clone(), after });
+            let req = if conn.id == asking.id { req } else { None };
+            conn.send(&ServerFrame::Joined { req, room: summary.clone() });
+            inner.listen(conn, &room);
+        }
+    }
+
+    /// After `email` left `room`: their connections stop listening and get `left`; the
+    /// other listeners get `member_left` when `announce` is set.
+    pub fn left(&self, asking: &Conn, req: Option<u64>, room: &str, announce: bool) {
+        let mut inner = self.write();
+        let sessions = inner.users.get(&asking.email).cloned().unwrap_or_default();
+        for conn in &sessions {
+            inner.unlisten(conn, room);
+            conn.push(Outbound::Unfollow(room.into()));
+            let req = if conn.id == asking.id { req } else { None };
+            conn.send(&ServerFrame::Left { req, room: room.to_owned() });
+        }
+        if announce {
+            let frame =
+                ServerFrame::MemberLeft { room: room.to_owned(), email: asking.email.to_string() };
+            let bytes: Utf8Bytes = frame.to_json().into();
+            for conn in inner.listeners(room) {
+                conn.push(Outbound::Frame(bytes.clone()));
+            }
+        }
+    }
+
+    /// Sends a frame to every connection of one user.
+    pub fn send_to_user(&self, email: &str, frame: &ServerFrame) {
+        let inner = self.read();
+        if let Some(sessions) = inner.users.get(email) {
+            let bytes: Utf8Bytes = frame.to_json().into();
+            for conn in sessions {
+                conn.push(Outbound::Frame(bytes.clone()));
+            }
+        }
+    }
+
+    /// Sends a frame to every open connection.
+    pub fn broadcast(&self, frame: &ServerFrame) {
+        let bytes: Utf8Bytes = frame.to_json().into();
+        let inner = self.read();
+        for conn in inner.users.values().flatten() {
+            conn.push(Outbound::Frame(bytes.clone()));
+        }
+    }
+
+    /// Whether the user has at least one open connection.
+    pub fn is_online(&self, email: &str) -> bool {
+        self.read().users.contains_key(email)
+    }
+
+    /// Closes every connection of one user.
+    pub fn close_user(&self, email: &str, reason: CloseReason) -> usize {
+        let inner = self.read();
+        let sessions = inner.users.get(email).map_or(&[][..], Vec::as_slice);
+        for conn in sessions {
+            conn.close(reason);
+        }
+        sessions.len()
+    }
+
+    /// How many connections are registered.
+    pub fn connection_count(&self) -> usize {
+        self.read().users.values().map(Vec::len).sum()
+    }
+}

@@ -1,0 +1,287 @@
+//! `roomz serve`: the HTTP and WebSocket server. This module assembles the parts and owns
+//! their lifecycle (start, allow-list reload, shutdown); each part lives in its own module.
+//!
+//! The server depends on [`crate::protocol`] and never on the client or the TUI.
+
+pub mod allowlist;
+pub mod auth;
+pub mod clock;
+pub mod committer;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod mailer;
+pub mod names;
+pub mod ratelimit;
+pub mod state;
+pub mod store;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use self::allowlist::AllowList;
+use self::auth::session::SessionKeys;
+use self::clock::{Clock, SystemClock};
+use self::committer::Committer;
+use self::config::{AllowListSource, Config, DatabaseConfig};
+use self::hub::{CloseReason, Hub};
+use self::mailer::{MailError, Mailer};
+use self::names::NameCache;
+use self::ratelimit::MessageRate;
+use self::state::{AppState, Shared};
+use self::store::sqlite::SqliteStore;
+use self::store::{Store, StoreError};
+use crate::protocol::Limits;
+
+/// Longest message text, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 10_000;
+/// Largest frame read, in bytes (a message of the longest length, escaped, fits).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Most messages per `history` page.
+pub const HISTORY_PAGE_MAX: u32 = 200;
+
+/// How often expired magic links and old rate-limit records are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What tests (and embedders) may replace.
+pub struct ServerOptions {
+    pub clock: Arc<dyn Clock>,
+    /// `None`: the mailer the configuration names.
+    pub mailer: Option<Arc<dyn Mailer>>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), mailer: None }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot set up the mailer: {0}")]
+    Mailer(#[from] MailError),
+}
+
+impl StartError {
+    /// What the operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::Bind { .. } => {
+                "another program may use that port: pick another with --bind or ROOMZ_BIND"
+            }
+            Self::Store(_) => {
+                "check DATABASE_URL, the folder's permissions and the free disk space"
+            }
+            Self::Mailer(_) => "check EMAIL_SENDER and the Resend settings",
+        }
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    state: AppState,
+    serve: JoinHandle<std::io::Result<()>>,
+    committer: JoinHandle<()>,
+    committer_stop: CancellationToken,
+    pruner: JoinHandle<()>,
+}
+
+/// Binds, opens the store, and starts serving.
+pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandle, StartError> {
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.bind, source })?;
+    let addr =
+        listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(addr));
+    let cookie_secure = config.cookie_secure.unwrap_or(public_url.scheme() == "https");
+
+    let store: Arc<dyn Store> = match &config.database {
+        DatabaseConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+    };
+    let mailer = match options.mailer {
+        Some(mailer) => mailer,
+        None => mailer::from_config(&config.mailer, &config.email_from)?,
+    };
+    let hub = Arc::new(Hub::new());
+    let names = Arc::new(NameCache::new());
+    let committer_stop = CancellationToken::new();
+    let (committer, committer_task) = Committer::spawn(
+        store.clone(),
+        hub.clone(),
+        names.clone(),
+        options.clock.clone(),
+        committer_stop.clone(),
+    );
+    let limits = Limits {
+        max_message_chars: MAX_MESSAGE_CHARS,
+        max_frame_bytes: MAX_FRAME_BYTES,
+        messages_per_second: config.messages_per_second,
+        message_burst: config.message_burst,
+        history_page_max: HISTORY_PAGE_MAX,
+    };
+    let state = AppState(Arc::new(Shared {
+        public_url,
+        cookie_secure,
+        limits,
+        store,
+        hub,
+        committer,
+        names,
+        allowlist: AllowList::new(config.allowed_emails.iter().cloned()),
+        sessions: SessionKeys::new(&config.jwt_secret, config.jwt_expiry_days),
+        mailer,
+        clock: options.clock,
+        rate: MessageRate::new(config.messages_per_second, config.message_burst),
+        tasks: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
+        config,
+    }));
+
+    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.tap_io(|tcp| {
+        // Chat frames are small: send each at once instead of waiting to fill a packet.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    let stopped = state.shutdown.clone();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
+    });
+    let pruner = tokio::spawn(prune_periodically(state.clone()));
+
+    tracing::info!(
+        %addr,
+        public_url = %state.public_url,
+        database = ?state.config.database,
+        allowed = state.allowlist.len(),
+        mailer = state.mailer.kind(),
+        "roomz serve: listening"
+    );
+    Ok(ServerHandle { addr, state, serve, committer: committer_task, committer_stop, pruner })
+}
+
+fn default_public_url(addr: SocketAddr) -> Url {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Url::parse(&format!("http://{host}:{}", addr.port()))
+        .expect("a socket address makes a valid URL")
+}
+
+async fn prune_periodically(state: AppState) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(error) = state.store.prune(state.clock.now_ms()).await {
+                    tracing::warn!(%error, "store: pruning old magic links failed");
+                }
+            }
+        }
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL of magic links.
+    pub fn public_url(&self) -> &Url {
+        &self.state.public_url
+    }
+
+    /// How many WebSocket connections have said hello and are open.
+    pub fn connection_count(&self) -> usize {
+        self.state.hub.connection_count()
+    }
+
+    /// Replaces the allow-list; the connections of removed addresses close at once.
+    /// Returns the removed addresses.
+    pub fn set_allowed_emails(&self, emails: Vec<String>) -> Vec<String> {
+        let removed = self.state.allowlist.replace(emails);
+        for email in &removed {
+            let closed = self.state.hub.close_user(email, CloseReason::AccessRevoked);
+            tracing::info!(email = %email, closed, "auth: address removed from the allow-list");
+        }
+        if self.state.allowlist.is_empty() {
+            tracing::warn!("ALLOWED_EMAILS is now empty: nobody can log in");
+        }
+        removed
+    }
+
+    /// Re-reads the allow-list from the `.env` file it came from (the SIGHUP action).
+    /// A list from the process environment cannot change; a broken file changes nothing.
+    pub fn reload_allowlist(&self) {
+        match &self.state.config.allowlist_source {
+            AllowListSource::Environment => tracing::warn!(
+                "SIGHUP: ALLOWED_EMAILS comes from the process environment, which cannot change \
+                 while roomz runs; restart roomz to change it, or move it into .env"
+            ),
+            AllowListSource::EnvFile(path) => match config::allowed_emails_from_file(path) {
+                Ok(emails) => {
+                    let count = emails.len();
+                    let removed = self.set_allowed_emails(emails);
+                    tracing::info!(
+                        allowed = count,
+                        removed = removed.len(),
+                        "SIGHUP: allow-list reloaded"
+                    );
+                }
+                Err(error) => tracing::error!(
+                    "SIGHUP: allow-list not reloaded: {}; {}",
+                    error.message,
+                    error.hint
+                ),
+            },
+        }
+    }
+
+    /// Stops accepting, lets every connection finish what it was sending (pending messages
+    /// are committed and acknowledged, then a close frame goes out), and closes the store.
+    pub async fn shutdown(self) {
+        tracing::info!("roomz serve: shutting down");
+        let state = self.state;
+        state.shutdown.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown: some connections did not close in time");
+        }
+        self.committer_stop.cancel();
+        let _ = self.committer.await;
+        let _ = self.pruner.await;
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.serve).await {
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(%error, "shutdown: the listener ended with an error")
+            }
+            Err(_) => tracing::warn!("shutdown: HTTP connections did not close in time"),
+            _ => {}
+        }
+        state.store.close().await;
+        tracing::info!("roomz serve: stopped");
+    }
+}

@@ -1,0 +1,624 @@
+//! The SQLite store: one database file in WAL mode with `synchronous=FULL`, so a committed
+//! transaction survives a crash of the process or of the machine.
+//!
+//! Writes that read first (`append`, `join_room`, ...) run in `BEGIN IMMEDIATE`
+//! transactions: they take the write lock up front, so two writers never race on a
+//! sequence number or a member count.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use super::{Appended, Joined, LinkQuota, LinkState, NewMessage, Store, StoreError, StoreResult};
+use crate::protocol::text::DEFAULT_ROOM;
+use crate::protocol::{Message, Millis, RoomSummary, Seq};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/server/store/migrations/sqlite");
+
+/// How long a writer waits for another writer's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Magic links are kept this long after they expire, so a late click can still be told
+/// "this link expired" rather than "unknown link".
+const EXPIRED_LINK_RETENTION_MS: Millis = 24 * 60 * 60 * 1000;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and its folder, and migrates it.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests that look at the file directly.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn seq_to_db(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn seq_from_db(value: i64) -> Seq {
+    Seq::try_from(value).unwrap_or(0)
+}
+
+fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<RoomSummary> {
+    let last_seq = seq_from_db(row.try_get("last_seq")?);
+    let last_read = seq_from_db(row.try_get("last_read")?).min(last_seq);
+    Ok(RoomSummary {
+        name: row.try_get("name")?,
+        members: seq_from_db(row.try_get("member_count")?),
+        last_seq,
+        last_read,
+        unread: last_seq - last_read,
+    })
+}
+
+fn message_from_row(room: &str, row: &sqlx::sqlite::SqliteRow) -> StoreResult<Message> {
+    Ok(Message {
+        room: room.to_owned(),
+        seq: seq_from_db(row.try_get("seq")?),
+        id: row.try_get("client_id")?,
+        author: row.try_get("author")?,
+        name: row.try_get("display_name")?,
+        text: row.try_get("body")?,
+        ts: row.try_get("created_at")?,
+    })
+}
+
+/// One member's summary of one room: binds the email (?1) and the room name (?2).
+const MEMBER_SUMMARY_SQL: &str = "SELECT r.name, r.last_seq, r.member_count, m.last_read
+     FROM rooms r JOIN room_members m ON m.room_id = r.id
+     WHERE m.email = ?1 AND r.name = ?2";
+
+/// Adds `email` to `room` (creating the room) inside the caller's transaction.
+async fn join_in(
+    conn: &mut SqliteConnection,
+    email: &str,
+    room: &str,
+    now: Millis,
+) -> StoreResult<Joined> {
+    sqlx::query(
+        "INSERT INTO rooms (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(room)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO room_members (room_id, email, joined_at, last_read)
+         SELECT id, ?2, ?3, last_seq FROM rooms WHERE name = ?1
+         ON CONFLICT (room_id, email) DO NOTHING",
+    )
+    .bind(room)
+    .bind(email)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        sqlx::query("UPDATE rooms SET member_count = member_count + 1 WHERE name = ?1")
+            .bind(room)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let row = sqlx::query(MEMBER_SUMMARY_SQL).bind(email).bind(room).fetch_one(&mut *conn).await?;
+    Ok(Joined { summary: summary_from_row(&row)?, newly: inserted == 1 })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_user(&self, email: &str, now: Millis) -> StoreResult<Option<String>> {
+        // Most connections are from known users: answer those with one read.
+        let known = sqlx::query(
+            "SELECT u.display_name,
+                    EXISTS (SELECT 1 FROM room_members m JOIN rooms r ON r.id = m.room_id
+                            WHERE m.email = u.email AND r.name = ?2) AS in_default
+             FROM users u WHERE u.email = ?1",
+        )
+        .bind(email)
+        .bind(DEFAULT_ROOM)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = &known
+            && row.try_get::<bool, _>("in_default")?
+        {
+            return Ok(row.try_get("display_name")?);
+        }
+
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO users (email, created_at) VALUES (?1, ?2) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(email)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        join_in(&mut tx, email, DEFAULT_ROOM, now).await?;
+        let name = sqlx::query_scalar("SELECT display_name FROM users WHERE email = ?1")
+            .bind(email)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(name)
+    }
+
+    async fn display_name(&self, email: &str) -> StoreResult<Option<String>> {
+        let name: Option<Option<String>> =
+            sqlx::query_scalar("SELECT display_name FROM users WHERE email = ?1")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(name.flatten())
+    }
+
+    async fn set_display_name(&self, email: &str, name: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET display_name = ?2 WHERE email = ?1")
+            .bind(email)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rooms_of(&self, email: &str) -> StoreResult<Vec<RoomSummary>> {
+        let rows = sqlx::query(
+            "SELECT r.name, r.last_seq, r.member_count, m.last_read
+             FROM room_members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.email = ?1 ORDER BY r.name",
+        )
+        .bind(email)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn join_room(&self, email: &str, room: &str, now: Millis) -> StoreResult<Joined> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let joined = join_in(&mut tx, email, room, now).await?;
+        tx.commit().await?;
+        Ok(joined)
+    }
+
+    async fn leave_room(&self, email: &str, room: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let removed = sqlx::query(
+            "DELETE FROM room_members WHERE email = ?1
+             AND room_id = (SELECT id FROM rooms WHERE name = ?2)",
+        )
+        .bind(email)
+        .bind(room)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if removed == 1 {
+            sqlx::query("UPDATE rooms SET member_count = member_count - 1 WHERE name = ?1")
+                .bind(room)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(removed == 1)
+    }
+
+    async fn members(&self, room: &str) -> StoreResult<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT m.email, u.display_name
+             FROM room_members m JOIN rooms r ON r.id = m.room_id
+             LEFT JOIN users u ON u.email = m.email
+             WHERE r.name = ?1 ORDER BY m.email",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("email")?, row.try_get("display_name")?))).collect()
+    }
+
+    async fn mark_read(&self, email: &str, room: &str, seq: Seq) -> StoreResult<Option<Seq>> {
+        let marker: Option<i64> = sqlx::query_scalar(
+            "UPDATE room_members
+             SET last_read = min(?3, (SELECT last_seq FROM rooms WHERE id = room_members.room_id))
+             WHERE email = ?1 AND room_id = (SELECT id FROM rooms WHERE name = ?2)
+               AND last_read < min(?3, (SELECT last_seq FROM rooms WHERE id = room_members.room_id))
+             RETURNING last_read",
+        )
+        .bind(email)
+        .bind(room)
+        .bind(seq_to_db(seq))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(marker.map(seq_from_db))
+    }
+
+    async fn append(&self, batch: &[NewMessage], now: Millis) -> StoreResult<Vec<Appended>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // room name -> (room id, last sequence so far in this transaction)
+        let mut rooms: HashMap<&str, (i64, Seq)> = HashMap::new();
+        // (room id, author) -> newest sequence they wrote in this batch
+        let mut newest_by_author: HashMap<(i64, &str), Seq> = HashMap::new();
+        let mut results = Vec::with_capacity(batch.len());
+
+        for message in batch {
+            let (room_id, last_seq) = match rooms.get(message.room.as_str()) {
+                Some(state) => *state,
+                None => {
+                    let row = sqlx::query("SELECT id, last_seq FROM rooms WHERE name = ?1")
+                        .bind(&message.room)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(row) = row else {
+                        results.push(Appended::NoSuchRoom);
+                        continue;
+                    };
+                    let state = (row.try_get("id")?, seq_from_db(row.try_get("last_seq")?));
+                    rooms.insert(&message.room, state);
+                    state
+                }
+            };
+            let seq = last_seq + 1;
+            let inserted = sqlx::query(
+                "INSERT INTO messages (room_id, seq, author, client_id, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (author, client_id) DO NOTHING",
+            )
+            .bind(room_id)
+            .bind(seq_to_db(seq))
+            .bind(&message.author)
+            .bind(&message.client_id)
+            .bind(&message.text)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                rooms.insert(&message.room, (room_id, seq));
+                newest_by_author.insert((room_id, &message.author), seq);
+                results.push(Appended::New { seq, ts: now });
+                continue;
+            }
+            let earlier = sqlx::query(
+                "SELECT r.name, m.seq, m.created_at FROM messages m JOIN rooms r ON r.id = m.room_id
+                 WHERE m.author = ?1 AND m.client_id = ?2",
+            )
+            .bind(&message.author)
+            .bind(&message.client_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            results.push(Appended::Duplicate {
+                room: earlier.try_get("name")?,
+                seq: seq_from_db(earlier.try_get("seq")?),
+                ts: earlier.try_get("created_at")?,
+            });
+        }
+
+        for (room_id, last_seq) in rooms.values() {
+            sqlx::query("UPDATE rooms SET last_seq = ?2 WHERE id = ?1 AND last_seq < ?2")
+                .bind(room_id)
+                .bind(seq_to_db(*last_seq))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for ((room_id, author), seq) in &newest_by_author {
+            sqlx::query("UPDATE room_members SET last_read = max(last_read, ?3) WHERE room_id = ?1 AND email = ?2")
+                .bind(room_id)
+                .bind(*author)
+                .bind(seq_to_db(*seq))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn messages_after(
+        &self,
+        room: &str,
+        after: Seq,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(
+            "SELECT m.seq, m.client_id, m.author, u.display_name, m.body, m.created_at
+             FROM messages m LEFT JOIN users u ON u.email = m.author
+             WHERE m.room_id = (SELECT id FROM rooms WHERE name = ?1) AND m.seq > ?2
+             ORDER BY m.seq LIMIT ?3",
+        )
+        .bind(room)
+        .bind(seq_to_db(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| message_from_row(room, row)).collect()
+    }
+
+    async fn messages_before(
+        &self,
+        room: &str,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(
+            "SELECT m.seq, m.client_id, m.author, u.display_name, m.body, m.created_at
+             FROM messages m LEFT JOIN users u ON u.email = m.author
+             WHERE m.room_id = (SELECT id FROM rooms WHERE name = ?1) AND m.seq < ?2
+             ORDER BY m.seq DESC LIMIT ?3",
+        )
+        .bind(room)
+        .bind(before.map_or(i64::MAX, seq_to_db))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().rev().map(|row| message_from_row(room, row)).collect()
+    }
+
+    async fn record_link_request(
+        &self,
+        email: &str,
+        now: Millis,
+        window_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<LinkQuota> {
+        let window_start = now - window_ms;
+        // One statement: SQLite runs it under the write lock, so the count and the insert
+        // cannot interleave with another request's.
+        let counted = sqlx::query(
+            "INSERT INTO link_requests (email, requested_at)
+             SELECT ?1, ?2
+             WHERE (SELECT count(*) FROM link_requests WHERE email = ?1 AND requested_at > ?3) < ?4",
+        )
+        .bind(email)
+        .bind(now)
+        .bind(window_start)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if counted == 1 {
+            return Ok(LinkQuota::Granted);
+        }
+        let times: Vec<i64> = sqlx::query_scalar(
+            "SELECT requested_at FROM link_requests WHERE email = ?1 AND requested_at > ?2
+             ORDER BY requested_at",
+        )
+        .bind(email)
+        .bind(window_start)
+        .fetch_all(&self.pool)
+        .await?;
+        // A request succeeds again once enough of the counted ones have left the window.
+        let must_expire = times.len().saturating_sub(limit as usize);
+        let frees_at = times.get(must_expire).map_or(now, |t| t + window_ms);
+        let retry_after_ms = u64::try_from(frees_at - now).unwrap_or(0).max(1000);
+        Ok(LinkQuota::Exceeded { retry_after_ms })
+    }
+
+    async fn create_magic_link(
+        &self,
+        email: &str,
+        token_hash: &[u8],
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM magic_links WHERE email = ?1 AND used_at IS NULL")
+            .bind(email)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO magic_links (token_hash, email, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(token_hash)
+        .bind(email)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn magic_link_state(&self, token_hash: &[u8], now: Millis) -> StoreResult<LinkState> {
+        let valid: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM magic_links WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if valid.is_some() { LinkState::Valid } else { LinkState::Unusable })
+    }
+
+    async fn redeem_magic_link(
+        &self,
+        token_hash: &[u8],
+        now: Millis,
+    ) -> StoreResult<Option<String>> {
+        let email = sqlx::query_scalar(
+            "UPDATE magic_links SET used_at = ?2
+             WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2
+             RETURNING email",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(email)
+    }
+
+    async fn prune(&self, now: Millis) -> StoreResult<()> {
+        // The rate-limit window is at most an hour; keep a day of margin.
+        let day = 24 * 60 * 60 * 1000;
+        sqlx::query("DELETE FROM link_requests WHERE requested_at < ?1")
+            .bind(now - day)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM magic_links WHERE expires_at < ?1")
+            .bind(now - EXPIRED_LINK_RETENTION_MS)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("nested/roomz.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn msg(room: &str, author: &str, id: &str) -> NewMessage {
+        NewMessage {
+            room: room.into(),
+            author: author.into(),
+            client_id: id.into(),
+            text: format!("text {id}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn sequences_are_per_room_and_resends_are_idempotent() {
+        let (_dir, store) = store().await;
+        store.ensure_user("a@x.io", 1).await.unwrap();
+        store.join_room("a@x.io", "other", 1).await.unwrap();
+        let out = store
+            .append(
+                &[
+                    msg("general", "a@x.io", "1"),
+                    msg("other", "a@x.io", "2"),
+                    msg("general", "a@x.io", "3"),
+                    msg("general", "a@x.io", "1"),
+                ],
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out[0], Appended::New { seq: 1, ts: 10 });
+        assert_eq!(out[1], Appended::New { seq: 1, ts: 10 });
+        assert_eq!(out[2], Appended::New { seq: 2, ts: 10 });
+        assert_eq!(out[3], Appended::Duplicate { room: "general".into(), seq: 1, ts: 10 });
+        let again = store
+            .append(&[msg("general", "a@x.io", "3"), msg("general", "a@x.io", "4")], 20)
+            .await
+            .unwrap();
+        assert_eq!(again[0], Appended::Duplicate { room: "general".into(), seq: 2, ts: 10 });
+        assert_eq!(again[1], Appended::New { seq: 3, ts: 20 });
+        assert_eq!(
+            store.append(&[msg("nowhere", "a@x.io", "9")], 1).await.unwrap(),
+            [Appended::NoSuchRoom]
+        );
+
+        let page = store.messages_before("general", None, 2).await.unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3]);
+        let after = store.messages_after("general", 1, 10).await.unwrap();
+        assert_eq!(after.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["3", "4"]);
+    }
+
+    #[tokio::test]
+    async fn unread_counts_follow_markers() {
+        let (_dir, store) = store().await;
+        store.ensure_user("a@x.io", 1).await.unwrap();
+        store.ensure_user("b@x.io", 1).await.unwrap();
+        let batch: Vec<_> = (0..5).map(|i| msg("general", "a@x.io", &i.to_string())).collect();
+        store.append(&batch, 2).await.unwrap();
+        let rooms = store.rooms_of("b@x.io").await.unwrap();
+        assert_eq!((rooms[0].members, rooms[0].unread), (2, 5));
+        assert_eq!(store.rooms_of("a@x.io").await.unwrap()[0].unread, 0, "own messages are read");
+        assert_eq!(store.mark_read("b@x.io", "general", 3).await.unwrap(), Some(3));
+        assert_eq!(
+            store.mark_read("b@x.io", "general", 2).await.unwrap(),
+            None,
+            "markers only move forward"
+        );
+        assert_eq!(
+            store.mark_read("b@x.io", "general", 99).await.unwrap(),
+            Some(5),
+            "capped at the newest"
+        );
+        assert_eq!(store.rooms_of("b@x.io").await.unwrap()[0].unread, 0);
+    }
+
+    #[tokio::test]
+    async fn joining_and_leaving_count_members() {
+        let (_dir, store) = store().await;
+        store.ensure_user("a@x.io", 1).await.unwrap();
+        store.ensure_user("b@x.io", 1).await.unwrap();
+        assert!(store.join_room("a@x.io", "rust", 1).await.unwrap().newly);
+        let second = store.join_room("a@x.io", "rust", 1).await.unwrap();
+        assert!(!second.newly);
+        assert_eq!(store.join_room("b@x.io", "rust", 1).await.unwrap().summary.members, 2);
+        assert!(store.leave_room("a@x.io", "rust").await.unwrap());
+        assert!(!store.leave_room("a@x.io", "rust").await.unwrap());
+        assert_eq!(store.members("rust").await.unwrap(), [("b@x.io".to_owned(), None)]);
+    }
+
+    #[tokio::test]
+    async fn magic_links_are_single_use_and_superseded() {
+        let (_dir, store) = store().await;
+        store.create_magic_link("a@x.io", b"h1", 0, 100).await.unwrap();
+        store.create_magic_link("a@x.io", b"h2", 0, 100).await.unwrap();
+        assert_eq!(store.redeem_magic_link(b"h1", 1).await.unwrap(), None, "superseded");
+        assert_eq!(store.magic_link_state(b"h2", 1).await.unwrap(), LinkState::Valid);
+        assert_eq!(store.redeem_magic_link(b"h2", 100).await.unwrap(), None, "expired");
+        store.create_magic_link("a@x.io", b"h3", 0, 100).await.unwrap();
+        assert_eq!(store.redeem_magic_link(b"h3", 1).await.unwrap().as_deref(), Some("a@x.io"));
+        assert_eq!(store.redeem_magic_link(b"h3", 2).await.unwrap(), None, "used");
+    }
+
+    #[tokio::test]
+    async fn link_requests_are_limited_per_window() {
+        let (_dir, store) = store().await;
+        let window = 100_000;
+        for t in 0..3 {
+            assert_eq!(
+                store.record_link_request("a@x.io", t * 10, window, 3).await.unwrap(),
+                LinkQuota::Granted
+            );
+        }
+        assert_eq!(
+            store.record_link_request("a@x.io", 30, window, 3).await.unwrap(),
+            LinkQuota::Exceeded { retry_after_ms: 99_970 }
+        );
+        assert_eq!(
+            store.record_link_request("b@x.io", 30, window, 3).await.unwrap(),
+            LinkQuota::Granted
+        );
+        assert_eq!(
+            store.record_link_request("a@x.io", 100_001, window, 3).await.unwrap(),
+            LinkQuota::Granted
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! What the server does with each client frame. Every frame is checked first (size,
+//! allow-list, session expiry), then parsed, then handled; a handler's failure becomes an
+//! error frame carrying the frame's `req` (and a `send`'s `id`), and the connection stays.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::protocol::text::{
+    DEFAULT_ROOM, canonical_display_name, canonical_room, sanitize_message,
+};
+use crate::protocol::{
+    ClientFrame, ErrorCode, ErrorFrame, Member, PROTOCOL_VERSION, Seq, ServerFrame,
+};
+use crate::server::auth::session::Session;
+use crate::server::committer::Pending;
+use crate::server::hub::{CloseReason, Conn};
+use crate::server::state::AppState;
+use crate::server::store::{NewMessage, StoreError};
+
+/// Most rooms one user may be a member of.
+const MAX_ROOMS_PER_USER: usize = 500;
+/// Messages per `history` page when the client does not say.
+const DEFAULT_HISTORY_PAGE: u32 = 50;
+/// Longest client message id.
+const MAX_CLIENT_ID_LEN: usize = 64;
+
+type Handled = Result<(), ErrorFrame>;
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
+    ErrorFrame::new(code, message)
+}
+
+impl From<StoreError> for ErrorFrame {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "ws: store failure while handling a frame");
+        fail(
+            ErrorCode::StoreUnavailable,
+            "the server cannot reach its database right now; try again",
+        )
+    }
+}
+
+/// The correlation fields of a frame that failed to parse, read leniently so the error
+/// can still say which request it answers.
+#[derive(Deserialize)]
+struct Correlation {
+    req: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
+}
+
+/// One connection's handling state.
+pub struct Connection {
+    state: AppState,
+    conn: Arc<Conn>,
+    session: Session,
+    greeted: bool,
+}
+
+impl Connection {
+    pub fn new(state: AppState, conn: Arc<Conn>, session: Session) -> Self {
+        Self { state, conn, session, greeted: false }
+    }
+
+    /// Whether `hello` was accepted.
+    pub fn greeted(&self) -> bool {
+        self.greeted
+    }
+
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// Ends the handling and hands back the connection.
+    pub fn finish(self) -> Arc<Conn> {
+        self.conn
+    }
+
+    /// A binary frame: the protocol is JSON text.
+    pub fn binary(&self) {
+        self.conn.send_error(fail(
+            ErrorCode::BadFrame,
+            "binary frames are not accepted; send JSON text frames",
+        ));
+    }
+
+    /// Checks, parses and handles one text frame.
+    pub async fn handle(&mut self, text: &str) {
+        if !self.still_allowed() {
+            return;
+        }
+        let max = self.state.limits.max_frame_bytes;
+        if text.len() > max {
+            let mut error = fail(
+                ErrorCode::FrameTooLarge,
+                format!("frame of {} bytes is over the limit of {max}", text.len()),
+            );
+            self.correlate(&mut error, text);
+            self.conn.send_error(error);
+            return;
+        }
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let mut error = fail(ErrorCode::BadFrame, format!("cannot read the frame: {e}"));
+                self.correlate(&mut error, text);
+                self.conn.send_error(error);
+                return;
+            }
+        };
+        let (req, id) = correlation_of(&frame);
+        if let Err(mut error) = self.dispatch(frame).await {
+            error.req = error.req.or(req);
+            error.id = error.id.or(id);
+            self.conn.send_error(error);
+        }
+    }
+
+    /// The allow-list and the session's expiry are checked on every frame.
+    fn still_allowed(&self) -> bool {
+        if !self.state.allowlist.contains(&self.session.email) {
+            tracing::info!(conn = self.conn.id, email = %self.session.email, "ws: address no longer allowed");
+            self.conn.close(CloseReason::AccessRevoked);
+            return false;
+        }
+        if self.session.expired_at(self.state.clock.now_ms()) {
+            tracing::info!(conn = self.conn.id, email = %self.session.email, "ws: session expired");
+            self.conn.close(CloseReason::SessionExpired);
+            return false;
+        }
+        true
+    }
+
+    fn correlate(&self, error: &mut ErrorFrame, text: &str) {
+        if let Ok(found) = serde_json::from_str::<Correlation>(text) {
+            error.req = found.req.and_then(|v| v.as_u64());
+            error.id = found.id.and_then(|v| v.as_str().map(str::to_owned));
+        }
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) -> Handled {
+        if let ClientFrame::Hello { v, since } = frame {
+            return self.hello(v, since).await;
+        }
+        if !self.greeted {
+            return Err(fail(
+                ErrorCode::HelloRequired,
+                "send hello first: {\"type\":\"hello\",\"v\":1}",
+            ));
+        }
+        match frame {
+            ClientFrame::Hello { .. } => unreachable!("handled above"),
+            ClientFrame::Send { room, id, text } => self.send(room, id, text).await,
+            ClientFrame::History { req, room, before, limit } => {
+                self.history(req, &room, before, limit).await
+            }
+            ClientFrame::Rooms { req } => {
+                let rooms = self.state.store.rooms_of(&self.session.email).await?;
+                self.conn.send(&ServerFrame::Rooms { req, rooms });
+                Ok(())
+            }
+            ClientFrame::Join { req, room } => self.join(req, &room).await,
+            ClientFrame::Leave { req, room } => self.leave(req, &room).await,
+            ClientFrame::Members { req, room } => self.members(req, &room).await,
+            ClientFrame::MarkRead { room, seq } => self.mark_read(&room, seq).await,
+            ClientFrame::SetName { name, .. } => self.set_name(name.as_deref()).await,
+            ClientFrame::Ping { req } => {
+                self.conn.send(&ServerFrame::Pong { req });
+                Ok(())
+            }
+        }
+    }
+
+    async fn hello(&mut self, v: u32, since: BTreeMap<String, Seq>) -> Handled {
+        if self.greeted {
+            return Err(fail(ErrorCode::BadFrame, "hello was already received on this connection"));
+        }
+        if v != PROTOCOL_VERSION {
+            self.conn.send_error(fail(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this server speaks protocol version {PROTOCOL_VERSION}, not {v}; update roomz"
+                ),
+            ));
+            self.conn.close(CloseReason::HandshakeFailed);
+            return Ok(());
+        }
+        let email = &self.session.email;
+        let state = &self.state;
+        let name = state.store.ensure_user(email, state.clock.now_ms()).await?;
+        state.names.set(email, name.clone());
+        let rooms = state.store.rooms_of(email).await?;
+        // Each room is delivered from where the client says it is, or from now.
+        let baselines = rooms
+            .iter()
+            .map(|r| {
+                let after = since.get(&r.name).map_or(r.last_seq, |seen| (*seen).min(r.last_seq));
+                (Arc::from(r.name.as_str()), after)
+            })
+            .collect();
+        let welcome = ServerFrame::Welcome {
+            v: PROTOCOL_VERSION,
+            email: email.to_string(),
+            name,
+            session_expires_at: self.session.expires_at,
+            limits: state.limits,
+            rooms,
+        };
+        state.hub.register(&self.conn, welcome.to_json().into(), baselines);
+        self.greeted = true;
+        Ok(())
+    }
+
+    /// The canonical name of a room this user is in, or the error to answer.
+    fn member_room(&self, room: &str) -> Result<String, ErrorFrame> {
+        let room = canonical_room(room).map_err(|e| fail(ErrorCode::InvalidRoom, e.message()))?;
+        if !self.conn.listens_to(&room) {
+            return Err(fail(
+                ErrorCode::NotMember,
+                format!("you are not a member of {room:?}; join it first"),
+            ));
+        }
+        Ok(room)
+    }
+
+    async fn send(&mut self, room: String, id: String, text: String) -> Handled {
+        let room = self.member_room(&room)?;
+        let id_ok = (1..=MAX_CLIENT_ID_LEN).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if !id_ok {
+            return Err(fail(
+                ErrorCode::InvalidId,
+                "a message id is 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+            ));
+        }
+        let text = sanitize_message(&text).into_owned();
+        if text.trim().is_empty() {
+            return Err(fail(ErrorCode::EmptyMessage, "the message is empty"));
+        }
+        let max = self.state.limits.max_message_chars;
+        let chars = text.chars().count();
+        if chars > max {
+            return Err(fail(
+                ErrorCode::MessageTooLong,
+                format!("the message has {chars} characters; the limit is {max}"),
+            ));
+        }
+        if let Err(wait_ms) = self.state.rate.take(&self.session.email, self.state.clock.now_ms()) {
+            return Err(ErrorFrame {
+                retry_after_ms: Some(wait_ms),
+                ..fail(
+                    ErrorCode::RateLimited,
+                    format!("too many messages; send again in {wait_ms} ms"),
+                )
+            });
+        }
+        let message =
+            NewMessage { room, author: self.session.email.to_string(), client_id: id, text };
+        let pending = Pending { message, conn: self.conn.clone() };
+        if self.state.committer.submit(pending).await.is_err() {
+            return Err(fail(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; the message was not saved",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn history(
+        &mut self,
+        req: Option<u64>,
+        room: &str,
+        before: Option<Seq>,
+        limit: Option<u32>,
+    ) -> Handled {
+        let room = self.member_room(room)?;
+        let limit =
+            limit.unwrap_or(DEFAULT_HISTORY_PAGE).clamp(1, self.state.limits.history_page_max);
+        let messages = self.state.store.messages_before(&room, before, limit).await?;
+        let more = messages.first().is_some_and(|m| m.seq > 1);
+        self.conn.send(&ServerFrame::History { req, room, messages, more });
+        Ok(())
+    }
+
+    async fn join(&mut self, req: Option<u64>, room: &str) -> Handled {
+        let room = canonical_room(room).map_err(|e| fail(ErrorCode::InvalidRoom, e.message()))?;
+        if !self.conn.listens_to(&room) && self.conn.room_count() >= MAX_ROOMS_PER_USER {
+            return Err(fail(
+                ErrorCode::TooManyRooms,
+                format!("you are in {MAX_ROOMS_PER_USER} rooms; leave one first"),
+            ));
+        }
+        let email = &self.session.email;
+        let joined = self.state.store.join_room(email, &room, self.state.clock.now_ms()).await?;
+        let member = joined.newly.then(|| Member {
+            email: email.to_string(),
+            name: self.state.names.get(email),
+            online: true,
+        });
+        if joined.newly {
+            tracing::info!(email = %email, room = %room, "room: joined");
+        }
+        self.state.hub.joined(&self.conn, req, joined.summary, member);
+        Ok(())
+    }
+
+    async fn leave(&mut self, req: Option<u64>, room: &str) -> Handled {
+        let room = canonical_room(room).map_err(|e| fail(ErrorCode::InvalidRoom, e.message()))?;
+        if room == DEFAULT_ROOM {
+            return Err(fail(
+                ErrorCode::CannotLeaveDefault,
+                format!("everyone is a member of {DEFAULT_ROOM}"),
+            ));
+        }
+        let removed = self.state.store.leave_room(&self.session.email, &room).await?;
+        if !removed && !self.conn.listens_to(&room) {
+            return Err(fail(ErrorCode::NotMember, format!("you are not a member of {room:?}")));
+        }
+        if removed {
+            tracing::info!(email = %self.session.email, room = %room, "room: left");
+        }
+        self.state.hub.left(&self.conn, req, &room, removed);
+        Ok(())
+    }
+
+    async fn members(&mut self, req: Option<u64>, room: &str) -> Handled {
+        let room = self.member_room(room)?;
+        let members = self
+            .state
+            .store
+            .members(&room)
+            .await?
+            .into_iter()
+            .map(|(email, name)| Member { online: self.state.hub.is_online(&email), email, name })
+            .collect();
+        self.conn.send(&ServerFrame::Members { req, room, members });
+        Ok(())
+    }
+
+    async fn mark_read(&mut self, room: &str, seq: Seq) -> Handled {
+        let room = self.member_room(room)?;
+        if let Some(seq) = self.state.store.mark_read(&self.session.email, &room, seq).await? {
+            self.state.hub.send_to_user(&self.session.email, &ServerFrame::Read { room, seq });
+        }
+        Ok(())
+    }
+
+    async fn set_name(&mut self, name: Option<&str>) -> Handled {
+        let name = canonical_display_name(name.unwrap_or_default())
+            .map_err(|e| fail(ErrorCode::InvalidName, e.message()))?;
+        let email = &self.session.email;
+        self.state.store.set_display_name(email, name.as_deref()).await?;
+        self.state.names.set(email, name.clone());
+        tracing::info!(email = %email, "user: display name changed");
+        self.state.hub.broadcast(&ServerFrame::Name { email: email.to_string(), name });
+        Ok(())
+    }
+}
+
+/// The `req` and `id` of a frame, for its error answer.
+fn correlation_of(frame: &ClientFrame) -> (Option<u64>, Option<String>) {
+    match frame {
+        ClientFrame::Send { id, .. } => (None, Some(id.clone())),
+        ClientFrame::History { req, .. }
+        | ClientFrame::Rooms { req }
+        | ClientFrame::Join { req, .. }
+        | ClientFrame::Leave { req, .. }
+        | ClientFrame::Members { req, .. }
+        | ClientFrame::SetName { req, .. }
+        | ClientFrame::Ping { req } => (*req, None),
+        ClientFrame::Hello { .. } | ClientFrame::MarkRead { .. } => (None, None),
+    }
+}

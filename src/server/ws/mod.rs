@@ -1,0 +1,124 @@
+//! `GET /ws`: the upgrade (session and Origin checks, socket limits) and the life of one
+//! connection: the reader loop here, the writer in [`writer`], the frame handlers in
+//! [`frames`].
+
+mod frames;
+mod writer;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+
+use self::frames::Connection;
+use self::writer::Writer;
+use super::auth::session::{Carrier, Session, authenticate};
+use super::error::AppError;
+use super::hub::{CloseReason, Outbound};
+use super::state::AppState;
+
+/// The largest WebSocket message the transport reads at all; larger ones end the
+/// connection. Below it, frames over `limits.max_frame_bytes` get an error and the
+/// connection stays.
+const TRANSPORT_MAX_MESSAGE: usize = 1 << 20;
+/// Socket buffers: small, because most connections are idle most of the time.
+const SOCKET_BUFFER: usize = 4 * 1024;
+/// Most bytes waiting to be written to one socket before writes fail.
+const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// How long a connection may stay silent (no frame, no pong) before it counts as dead.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long a client has to send `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Checks the session (and, for a cookie, the Origin), then upgrades.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let auth = authenticate(&state, &headers)?;
+    if auth.carrier == Carrier::Cookie {
+        check_origin(&state, &headers)?;
+    }
+    let session = auth.session;
+    let ws = ws
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(TRANSPORT_MAX_MESSAGE)
+        .max_frame_size(TRANSPORT_MAX_MESSAGE);
+    Ok(ws.on_upgrade(move |socket| async move {
+        // Counted until the connection ends, so shutdown can wait for it.
+        let _running = state.tasks.token();
+        run(state, socket, session, remote).await;
+    }))
+}
+
+/// A cookie is sent by browsers whatever page made the request: accept it for a WebSocket
+/// only from pages of this server.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let expected = state.public_url.origin().ascii_serialization();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin == Some(expected.as_str()) {
+        return Ok(());
+    }
+    tracing::warn!(?origin, "ws: cookie session from a foreign origin refused");
+    Err(AppError::new(
+        StatusCode::FORBIDDEN,
+        "bad_origin",
+        format!(
+            "a session cookie is accepted only from {expected}; other clients send Authorization: Bearer"
+        ),
+    ))
+}
+
+async fn run(state: AppState, socket: WebSocket, session: Session, remote: SocketAddr) {
+    let (sink, mut stream) = socket.split();
+    let (conn, queue) = state.hub.connection(session.email.clone());
+    tracing::info!(conn = conn.id, email = %conn.email, %remote, "ws: connected");
+
+    let writer = Writer {
+        sink,
+        store: state.store.clone(),
+        signal: conn.signal(),
+        shutdown: state.shutdown.clone(),
+        conn_id: conn.id,
+    };
+    let writer = tokio::spawn(writer.run(queue));
+    let signal = conn.signal();
+    let mut connection = Connection::new(state.clone(), conn, session);
+
+    let ended = loop {
+        let deadline = if connection.greeted() { IDLE_TIMEOUT } else { HELLO_TIMEOUT };
+        let next = tokio::select! {
+            biased;
+            () = signal.closed() => break "closed by the server",
+            () = state.shutdown.cancelled() => break "server shutting down",
+            next = tokio::time::timeout(deadline, stream.next()) => next,
+        };
+        match next {
+            Err(_) if connection.greeted() => break "idle timeout",
+            Err(_) => {
+                connection.conn().close(CloseReason::HandshakeFailed);
+                break "no hello in time";
+            }
+            Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => break "closed by the client",
+            Ok(Some(Err(_))) => break "transport error (oversized or malformed frame, or a reset)",
+            Ok(Some(Ok(WsMessage::Text(text)))) => connection.handle(&text).await,
+            Ok(Some(Ok(WsMessage::Binary(_)))) => connection.binary(),
+            Ok(Some(Ok(WsMessage::Ping(_)))) => connection.conn().push(Outbound::Flush),
+            Ok(Some(Ok(WsMessage::Pong(_)))) => {}
+        }
+    };
+
+    let conn = connection.finish();
+    tracing::info!(conn = conn.id, email = %conn.email, reason = ended, "ws: disconnected");
+    state.hub.unregister(&conn);
+    drop(conn);
+    let _ = writer.await;
+}

@@ -1,0 +1,228 @@
+//! A connection's writer: drains the connection's queue into the socket, several frames per
+//! flush, and keeps the promise that each room's messages reach the client in sequence
+//! order with no gap and no duplicate.
+//!
+//! It remembers, per room, the last sequence it sent. A message at or below it is a
+//! duplicate and is skipped; a message further ahead than the next one means something was
+//! missed (a race between catch-up and live delivery), and the gap is read from the store
+//! before the message goes out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{ErrorFrame, Seq, ServerFrame};
+use crate::server::hub::{CloseReason, CloseSignal, Delivery, Outbound};
+use crate::server::store::{Store, StoreError};
+
+/// Items taken from the queue per flush.
+const WRITE_BATCH: usize = 64;
+/// Messages read from the store per catch-up query.
+const CATCH_UP_PAGE: u32 = 500;
+/// How long one batch of writes may take before the client counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the server pings an otherwise quiet connection.
+const PING_INTERVAL: Duration = Duration::from_secs(25);
+
+type Sink = SplitSink<WebSocket, WsMessage>;
+
+/// Why a write failed; either way the connection is over.
+enum WriteError {
+    Socket,
+    Store(StoreError),
+}
+
+impl From<axum::Error> for WriteError {
+    fn from(_: axum::Error) -> Self {
+        Self::Socket
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// What the writer needs besides its queue.
+pub struct Writer {
+    pub sink: Sink,
+    pub store: Arc<dyn Store>,
+    /// Fires when the connection is kicked (too slow, revoked, expired).
+    pub signal: Arc<CloseSignal>,
+    /// The server's shutdown: decides how the close frame reads when the queue ends.
+    pub shutdown: CancellationToken,
+    pub conn_id: u64,
+}
+
+/// The writer's memory: per room, the last sequence sent.
+#[derive(Default)]
+struct Cursors(HashMap<Arc<str>, Seq>);
+
+impl Writer {
+    /// Runs until the queue ends (every sender gone) or the connection is kicked; then sends
+    /// the close.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Outbound>) {
+        let mut cursors = Cursors::default();
+        let mut items = Vec::with_capacity(WRITE_BATCH);
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.reset();
+        let signal = self.signal.clone();
+        let farewell = loop {
+            tokio::select! {
+                biased;
+                () = signal.closed() => break signal.reason(),
+                received = queue.recv_many(&mut items, WRITE_BATCH) => {
+                    if received == 0 {
+                        break self.shutdown.is_cancelled().then_some(CloseReason::ShuttingDown);
+                    }
+                    let written = tokio::select! {
+                        written = tokio::time::timeout(WRITE_TIMEOUT, self.write(&mut cursors, items.drain(..))) => written,
+                        () = signal.closed() => break signal.reason(),
+                    };
+                    match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(WriteError::Store(error))) => {
+                            tracing::error!(conn = self.conn_id, %error, "ws: cannot read the store to fill a gap; closing");
+                            break Some(CloseReason::ShuttingDown);
+                        }
+                        Ok(Err(WriteError::Socket)) | Err(_) => return,
+                    }
+                }
+                _ = ping.tick() => {
+                    let pinged = tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(WsMessage::Ping(Default::default()))).await;
+                    if !matches!(pinged, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+        };
+        self.say_goodbye(farewell).await;
+    }
+
+    /// Writes a batch of queue items, then flushes once.
+    async fn write(
+        &mut self,
+        cursors: &mut Cursors,
+        items: impl Iterator<Item = Outbound>,
+    ) -> Result<(), WriteError> {
+        for item in items {
+            match item {
+                Outbound::Frame(bytes) => self.sink.feed(WsMessage::Text(bytes)).await?,
+                Outbound::Message(delivery) => self.deliver(cursors, &delivery).await?,
+                Outbound::CatchUp(rooms) => self.catch_up(cursors, rooms).await?,
+                Outbound::Follow { room, after } => {
+                    cursors.0.entry(room).or_insert(after);
+                }
+                Outbound::Unfollow(room) => {
+                    cursors.0.remove(&room);
+                }
+                Outbound::Flush => {}
+            }
+        }
+        self.sink.flush().await?;
+        Ok(())
+    }
+
+    /// Sends one live message in order, reading any gap before it from the store.
+    async fn deliver(
+        &mut self,
+        cursors: &mut Cursors,
+        delivery: &Delivery,
+    ) -> Result<(), WriteError> {
+        let Some(&last) = cursors.0.get(&delivery.room) else {
+            // Not following the room (left it, or the message raced a leave): skip.
+            return Ok(());
+        };
+        if delivery.seq <= last {
+            return Ok(());
+        }
+        if delivery.seq > last + 1 {
+            self.send_from_store(cursors, &delivery.room, last, Some(delivery.seq - 1)).await?;
+        }
+        self.sink.feed(WsMessage::Text(delivery.frame.clone())).await?;
+        cursors.0.insert(delivery.room.clone(), delivery.seq);
+        Ok(())
+    }
+
+    /// Sends everything after each room's sequence, then `synced`.
+    async fn catch_up(
+        &mut self,
+        cursors: &mut Cursors,
+        rooms: Vec<(Arc<str>, Seq)>,
+    ) -> Result<(), WriteError> {
+        let mut synced = BTreeMap::new();
+        for (room, after) in rooms {
+            let last = self.send_from_store(cursors, &room, after, None).await?;
+            synced.insert(room.to_string(), last);
+        }
+        let frame = ServerFrame::Synced { rooms: synced };
+        self.sink.feed(WsMessage::Text(frame.to_json().into())).await?;
+        Ok(())
+    }
+
+    /// Sends the stored messages of `room` after `after` (up to `until` when given) and
+    /// moves the room's cursor. Returns the last sequence sent (or `after`).
+    async fn send_from_store(
+        &mut self,
+        cursors: &mut Cursors,
+        room: &Arc<str>,
+        after: Seq,
+        until: Option<Seq>,
+    ) -> Result<Seq, WriteError> {
+        let mut last = after;
+        loop {
+            let page = self.store.messages_after(room, last, CATCH_UP_PAGE).await?;
+            let full = page.len() == CATCH_UP_PAGE as usize;
+            for message in page {
+                if until.is_some_and(|until| message.seq > until) {
+                    cursors.0.insert(room.clone(), last);
+                    return Ok(last);
+                }
+                last = message.seq;
+                let frame = ServerFrame::Message(message).to_json();
+                self.sink.feed(WsMessage::Text(frame.into())).await?;
+            }
+            if !full || until.is_some_and(|until| last >= until) {
+                break;
+            }
+        }
+        cursors.0.insert(room.clone(), last);
+        Ok(last)
+    }
+
+    /// Sends the error frame and close frame that explain why the connection ends.
+    async fn say_goodbye(mut self, reason: Option<CloseReason>) {
+        let close = match reason {
+            Some(reason) => {
+                let (code, error, message) = reason.describe();
+                let frame = ServerFrame::Error(ErrorFrame::new(error, message)).to_json();
+                let _ = self.sink.feed(WsMessage::Text(frame.into())).await;
+                CloseFrame { code, reason: Utf8Bytes::from_static(message_for_close(reason)) }
+            }
+            None => CloseFrame { code: 1000, reason: Utf8Bytes::from_static("bye") },
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.sink.send(WsMessage::Close(Some(close))),
+        )
+        .await;
+    }
+}
+
+/// Close reasons must fit in 123 bytes; these are short forms of the error messages.
+fn message_for_close(reason: CloseReason) -> &'static str {
+    match reason {
+        CloseReason::TooSlow => "too slow",
+        CloseReason::AccessRevoked => "access revoked",
+        CloseReason::SessionExpired => "session expired",
+        CloseReason::ShuttingDown => "server shutting down",
+        CloseReason::HandshakeFailed => "handshake failed",
+    }
+}
