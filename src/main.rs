@@ -1,5 +1,6 @@
 //! The `roomz` binary: parses the command line and hands over to the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -105,9 +106,14 @@ fn fail(error: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Logs go to standard error, filtered by RUST_LOG (default: info).
+/// Logs go to standard error, filtered by RUST_LOG (default: info), coloured only on a
+/// terminal.
 fn init_tracing() {
     let filter =
         EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
 }

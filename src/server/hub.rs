@@ -53,7 +53,10 @@ pub enum CloseReason {
     AccessRevoked,
     SessionExpired,
     ShuttingDown,
-    HandshakeFailed,
+    /// No `hello` in time.
+    NoHello,
+    /// `hello` asked for a protocol version this server does not speak.
+    UnsupportedVersion,
 }
 
 impl CloseReason {
@@ -78,9 +81,16 @@ impl CloseReason {
             Self::ShuttingDown => {
                 (1001, ErrorCode::ShuttingDown, "the server is shutting down; reconnect shortly")
             }
-            Self::HandshakeFailed => {
-                (close_code::HANDSHAKE_FAILED, ErrorCode::HelloRequired, "no usable hello")
-            }
+            Self::NoHello => (
+                close_code::HANDSHAKE_FAILED,
+                ErrorCode::HelloRequired,
+                "no hello in time: send {\"type\":\"hello\",\"v\":1} first",
+            ),
+            Self::UnsupportedVersion => (
+                close_code::HANDSHAKE_FAILED,
+                ErrorCode::UnsupportedVersion,
+                "this server speaks protocol version 1 only; update roomz",
+            ),
         }
     }
 }

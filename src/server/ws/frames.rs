@@ -177,13 +177,8 @@ impl Connection {
             return Err(fail(ErrorCode::BadFrame, "hello was already received on this connection"));
         }
         if v != PROTOCOL_VERSION {
-            self.conn.send_error(fail(
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "this server speaks protocol version {PROTOCOL_VERSION}, not {v}; update roomz"
-                ),
-            ));
-            self.conn.close(CloseReason::HandshakeFailed);
+            tracing::info!(conn = self.conn.id, version = v, "ws: unsupported protocol version");
+            self.conn.close(CloseReason::UnsupportedVersion);
             return Ok(());
         }
         let email = &self.session.email;

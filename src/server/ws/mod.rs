@@ -104,7 +104,7 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
         match next {
             Err(_) if connection.greeted() => break "idle timeout",
             Err(_) => {
-                connection.conn().close(CloseReason::HandshakeFailed);
+                connection.conn().close(CloseReason::NoHello);
                 break "no hello in time";
             }
             Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => break "closed by the client",

@@ -223,6 +223,7 @@ fn message_for_close(reason: CloseReason) -> &'static str {
         CloseReason::AccessRevoked => "access revoked",
         CloseReason::SessionExpired => "session expired",
         CloseReason::ShuttingDown => "server shutting down",
-        CloseReason::HandshakeFailed => "handshake failed",
+        CloseReason::NoHello => "no hello",
+        CloseReason::UnsupportedVersion => "unsupported protocol version",
     }
 }
