@@ -177,36 +177,54 @@ impl Conn {
     }
 }
 
+/// The connections listening to one room.
+#[derive(Default)]
+struct Room {
+    conns: HashMap<u64, Arc<Conn>>,
+    /// How many of those connections each user has.
+    users: HashMap<Arc<str>, usize>,
+}
+
 #[derive(Default)]
 struct Inner {
-    rooms: HashMap<Arc<str>, Vec<Arc<Conn>>>,
+    rooms: HashMap<Arc<str>, Room>,
     users: HashMap<Arc<str>, Vec<Arc<Conn>>>,
 }
 
 impl Inner {
-    fn listeners(&self, room: &str) -> &[Arc<Conn>] {
-        self.rooms.get(room).map_or(&[], Vec::as_slice)
+    fn listeners(&self, room: &str) -> impl Iterator<Item = &Arc<Conn>> {
+        self.rooms.get(room).into_iter().flat_map(|r| r.conns.values())
     }
 
     /// How many distinct users listen to `room`.
     fn online_users(&self, room: &str) -> usize {
-        let listeners = self.listeners(room);
-        listeners.iter().map(|c| &c.email).collect::<HashSet<_>>().len()
+        self.rooms.get(room).map_or(0, |r| r.users.len())
     }
 
     fn listen(&mut self, conn: &Arc<Conn>, room: &Arc<str>) {
         if conn.rooms.lock().expect("room set lock").insert(room.clone()) {
-            self.rooms.entry(room.clone()).or_default().push(conn.clone());
+            let listeners = self.rooms.entry(room.clone()).or_default();
+            listeners.conns.insert(conn.id, conn.clone());
+            *listeners.users.entry(conn.email.clone()).or_default() += 1;
         }
     }
 
     fn unlisten(&mut self, conn: &Conn, room: &str) {
-        conn.rooms.lock().expect("room set lock").remove(room);
-        if let Some(list) = self.rooms.get_mut(room) {
-            list.retain(|c| c.id != conn.id);
-            if list.is_empty() {
-                self.rooms.remove(room);
+        if !conn.rooms.lock().expect("room set lock").remove(room) {
+            return;
+        }
+        let Some(listeners) = self.rooms.get_mut(room) else {
+            return;
+        };
+        listeners.conns.remove(&conn.id);
+        if let Some(count) = listeners.users.get_mut(&conn.email) {
+            *count -= 1;
+            if *count == 0 {
+                listeners.users.remove(&conn.email);
             }
+        }
+        if listeners.conns.is_empty() {
+            self.rooms.remove(room);
         }
     }
 
@@ -220,7 +238,7 @@ impl Inner {
             let frame =
                 ServerFrame::Presence { room: room.to_string(), email: email.to_owned(), online };
             let bytes: Utf8Bytes = frame.to_json().into();
-            for conn in self.listeners(room).iter().filter(|c| *c.email != *email) {
+            for conn in self.listeners(room).filter(|c| *c.email != *email) {
                 conn.push(Outbound::Frame(bytes.clone()));
             }
         }
@@ -321,7 +339,7 @@ impl Hub {
         if let Some(member) = member {
             let frame = ServerFrame::MemberJoined { room: room.to_string(), member }.to_json();
             let bytes: Utf8Bytes = frame.into();
-            for conn in inner.listeners(&room).iter().filter(|c| c.email != asking.email) {
+            for conn in inner.listeners(&room).filter(|c| c.email != asking.email) {
                 conn.push(Outbound::Frame(bytes.clone()));
             }
         }

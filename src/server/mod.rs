@@ -37,7 +37,7 @@ use self::config::{AllowListSource, Config, DatabaseConfig};
 use self::hub::{CloseReason, Hub};
 use self::mailer::{MailError, Mailer};
 use self::names::NameCache;
-use self::ratelimit::MessageRate;
+use self::ratelimit::TokenBuckets;
 use self::state::{AppState, Shared};
 use self::store::sqlite::SqliteStore;
 use self::store::{Store, StoreError};
@@ -49,6 +49,11 @@ pub const MAX_MESSAGE_CHARS: usize = 10_000;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Most messages per `history` page.
 pub const HISTORY_PAGE_MAX: u32 = 200;
+
+/// Magic-link requests one network may make at once, then per second: a guard against
+/// one client filling the database with requests for made-up addresses.
+const LINK_REQUEST_BURST: u32 = 30;
+const LINK_REQUESTS_PER_SECOND: f64 = 10.0 / 60.0;
 
 /// How often expired magic links and old rate-limit records are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -150,7 +155,11 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         sessions: SessionKeys::new(&config.jwt_secret, config.jwt_expiry_days),
         mailer,
         clock: options.clock,
-        rate: MessageRate::new(config.messages_per_second, config.message_burst),
+        message_rate: TokenBuckets::new(
+            f64::from(config.messages_per_second),
+            config.message_burst,
+        ),
+        link_request_rate: TokenBuckets::new(LINK_REQUESTS_PER_SECOND, LINK_REQUEST_BURST),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         config,
@@ -196,9 +205,12 @@ async fn prune_periodically(state: AppState) {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
             _ = every.tick() => {
-                if let Err(error) = state.store.prune(state.clock.now_ms()).await {
+                let now = state.clock.now_ms();
+                if let Err(error) = state.store.prune(now).await {
                     tracing::warn!(%error, "store: pruning old magic links failed");
                 }
+                state.message_rate.forget_idle(now);
+                state.link_request_rate.forget_idle(now);
             }
         }
     }

@@ -15,7 +15,7 @@ use super::config::Config;
 use super::hub::Hub;
 use super::mailer::Mailer;
 use super::names::NameCache;
-use super::ratelimit::MessageRate;
+use super::ratelimit::TokenBuckets;
 use super::store::Store;
 use crate::protocol::Limits;
 
@@ -46,7 +46,10 @@ pub struct Shared {
     pub sessions: SessionKeys,
     pub mailer: Arc<dyn Mailer>,
     pub clock: Arc<dyn Clock>,
-    pub rate: MessageRate,
+    /// Messages per user.
+    pub message_rate: TokenBuckets,
+    /// Magic-link requests per network (IPv4 address or IPv6 /64).
+    pub link_request_rate: TokenBuckets,
     /// Connection tasks and mail deliveries, awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the server starts shutting down.

@@ -224,3 +224,19 @@ async fn the_cookie_is_secure_behind_https() {
     let cookie = response.headers()["set-cookie"].to_str().unwrap();
     assert!(cookie.ends_with("; Secure"), "{cookie}");
 }
+
+#[tokio::test]
+async fn one_network_cannot_flood_link_requests() {
+    let server = TestServer::start().await;
+    for i in 0..30 {
+        let status = server.request_link(&format!("user{i}@example.com")).await.status();
+        assert_eq!(status, 202, "request {i}");
+    }
+    let flooded = server.request_link("user30@example.com").await;
+    assert_eq!(flooded.status(), 429);
+    assert!(flooded.headers().contains_key("retry-after"));
+    let body: ErrorBody = flooded.json().await.unwrap();
+    assert!(body.error.contains("your network"), "{}", body.error);
+    server.clock.advance(Duration::from_secs(60));
+    assert_eq!(server.request_link(ALICE).await.status(), 202, "the bucket refills");
+}

@@ -1,11 +1,12 @@
 //! The HTTP side of login: ask for a magic link, look at it, redeem it, and ask who the
 //! session belongs to. One log line per auth event; no token or session is ever logged.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::LazyLock;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
@@ -45,15 +46,24 @@ const ACCEPTED: &str = "If this address may use this server, a login link is on 
 /// `POST /auth/request`: the same answer for every address, allowed or not.
 pub async fn request_link(
     State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     body: Result<Json<LinkRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<LinkRequested>), AppError> {
+    let now = state.clock.now_ms();
+    if let Err(wait_ms) = state.link_request_rate.take(&network_of(remote.ip()), now) {
+        let secs = wait_ms.div_ceil(1000);
+        tracing::warn!(%remote, retry_after_secs = secs, "auth: rate limit exceeded (requests from one network)");
+        return Err(AppError::rate_limited(
+            format!("too many login links were requested from your network; try again in {secs} s"),
+            secs,
+        ));
+    }
     let Json(body) = body?;
     if body.email.len() > MAX_EMAIL_LEN * 4 {
         return Err(AppError::bad_request("invalid_email", "the email field is too long"));
     }
     let email = canonical_email(&body.email)
         .map_err(|e| AppError::bad_request("invalid_email", e.message()))?;
-    let now = state.clock.now_ms();
     let limit = state.config.magic_link_rate_limit;
     if let LinkQuota::Exceeded { retry_after_ms } =
         state.store.record_link_request(&email, now, RATE_WINDOW_MS, limit).await?
@@ -77,6 +87,21 @@ pub async fn request_link(
         state.tasks.spawn(async move { issue_and_mail(state2, email).await });
     }
     Ok((StatusCode::ACCEPTED, Json(LinkRequested { message: ACCEPTED.to_owned() })))
+}
+
+/// The key of the per-network limit: an IPv4 address, or the /64 an IPv6 address is in
+/// (one host usually holds a whole /64).
+fn network_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 async fn issue_and_mail(state: AppState, email: String) {

@@ -472,10 +472,10 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, now: Millis) -> StoreResult<()> {
-        // The rate-limit window is at most an hour; keep a day of margin.
-        let day = 24 * 60 * 60 * 1000;
+        // The rate-limit window is an hour; keep one more.
+        let two_hours = 2 * 60 * 60 * 1000;
         sqlx::query("DELETE FROM link_requests WHERE requested_at < ?1")
-            .bind(now - day)
+            .bind(now - two_hours)
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM magic_links WHERE expires_at < ?1")

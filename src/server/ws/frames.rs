@@ -241,7 +241,9 @@ impl Connection {
                 format!("the message has {chars} characters; the limit is {max}"),
             ));
         }
-        if let Err(wait_ms) = self.state.rate.take(&self.session.email, self.state.clock.now_ms()) {
+        if let Err(wait_ms) =
+            self.state.message_rate.take(&self.session.email, self.state.clock.now_ms())
+        {
             return Err(ErrorFrame {
                 retry_after_ms: Some(wait_ms),
                 ..fail(
