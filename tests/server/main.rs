@@ -9,6 +9,7 @@ mod auth;
 mod chat;
 mod durability;
 mod limits;
+mod protocol_doc;
 mod resend;
 mod sessions;
 mod startup;
