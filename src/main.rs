@@ -37,8 +37,10 @@ fn main() -> ExitCode {
 fn serve(bind: Option<String>) -> ExitCode {
     // Where ALLOWED_EMAILS comes from decides what SIGHUP can change: only .env is re-read.
     let allowlist_in_environment = std::env::var_os("ALLOWED_EMAILS").is_some();
-    let env_file = match dotenvy::dotenv() {
-        Ok(path) => Some(path),
+    // Only the working directory's .env: never one found further up the tree.
+    let env_path = std::path::Path::new(".env");
+    let env_file = match dotenvy::from_path(env_path) {
+        Ok(()) => Some(std::env::current_dir().map_or(env_path.to_owned(), |d| d.join(".env"))),
         Err(error) if error.not_found() => None,
         Err(error) => {
             return fail(&ConfigError {

@@ -466,10 +466,13 @@ fn database(
         ));
     }
     let Some(rest) = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")) else {
-        return Err(ConfigError::new(
-            format!("DATABASE_URL must start with sqlite:, not {raw:?}"),
-            hint,
-        ));
+        // The value is not echoed: a URL of another database may hold a password.
+        let scheme = raw
+            .split_once(':')
+            .map(|(scheme, _)| scheme)
+            .filter(|s| s.len() <= 20 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'));
+        let got = scheme.map(|s| format!(" (this one starts with {s}:)")).unwrap_or_default();
+        return Err(ConfigError::new(format!("DATABASE_URL must start with sqlite:{got}"), hint));
     };
     if rest.is_empty()
         || rest.contains(":memory:")
@@ -571,7 +574,9 @@ mod tests {
         assert!(error(&[("ROOMZ_PUBLIC_URL", "ftp://x")]).contains("ROOMZ_PUBLIC_URL"));
         assert!(error(&[("ROOMZ_BIND", "localhost")]).contains("IP:PORT"));
         assert!(error(&[("DATABASE_URL", "sqlite::memory:")]).contains("database file"));
-        assert!(error(&[("DATABASE_URL", "mysql://x")]).contains("sqlite:"));
+        let other = error(&[("DATABASE_URL", "mysql://user:hunter2@db/roomz")]);
+        assert!(other.contains("sqlite:") && other.contains("mysql:"), "{other}");
+        assert!(!other.contains("hunter2"), "a password must not be echoed: {other}");
         let c = load(&[("DATABASE_URL", "sqlite:///var/lib/roomz.db")]).unwrap().config;
         assert_eq!(c.database, DatabaseConfig::Sqlite { path: "/var/lib/roomz.db".into() });
         assert!(error(&[("EMAIL_FROM", "nobody")]).contains("EMAIL_FROM"));

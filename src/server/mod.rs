@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod locks;
 pub mod mailer;
 pub mod names;
 pub mod ratelimit;
@@ -35,6 +36,7 @@ use self::clock::{Clock, SystemClock};
 use self::committer::Committer;
 use self::config::{AllowListSource, Config, DatabaseConfig};
 use self::hub::{CloseReason, Hub};
+use self::locks::KeyedLocks;
 use self::mailer::{MailError, Mailer};
 use self::names::NameCache;
 use self::ratelimit::TokenBuckets;
@@ -54,6 +56,12 @@ pub const HISTORY_PAGE_MAX: u32 = 200;
 /// one client filling the database with requests for made-up addresses.
 const LINK_REQUEST_BURST: u32 = 30;
 const LINK_REQUESTS_PER_SECOND: f64 = 10.0 / 60.0;
+
+/// WebSocket requests other than `send` and `ping` one user may make at once, then per
+/// second: joins, name changes and the like cost the server more than they should be
+/// allowed to cost everyone else.
+const REQUEST_BURST: u32 = 60;
+const REQUESTS_PER_SECOND: f64 = 20.0;
 
 /// How often expired magic links and old rate-limit records are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -160,6 +168,8 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
             config.message_burst,
         ),
         link_request_rate: TokenBuckets::new(LINK_REQUESTS_PER_SECOND, LINK_REQUEST_BURST),
+        request_rate: TokenBuckets::new(REQUESTS_PER_SECOND, REQUEST_BURST),
+        membership: KeyedLocks::new(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         config,
@@ -211,6 +221,7 @@ async fn prune_periodically(state: AppState) {
                 }
                 state.message_rate.forget_idle(now);
                 state.link_request_rate.forget_idle(now);
+                state.request_rate.forget_idle(now);
             }
         }
     }

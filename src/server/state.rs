@@ -13,6 +13,7 @@ use super::clock::Clock;
 use super::committer::Committer;
 use super::config::Config;
 use super::hub::Hub;
+use super::locks::KeyedLocks;
 use super::mailer::Mailer;
 use super::names::NameCache;
 use super::ratelimit::TokenBuckets;
@@ -50,6 +51,10 @@ pub struct Shared {
     pub message_rate: TokenBuckets,
     /// Magic-link requests per network (IPv4 address or IPv6 /64).
     pub link_request_rate: TokenBuckets,
+    /// WebSocket requests other than `send` and `ping`, per user.
+    pub request_rate: TokenBuckets,
+    /// Serialises the membership changes of each user.
+    pub membership: KeyedLocks,
     /// Connection tasks and mail deliveries, awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the server starts shutting down.

@@ -304,3 +304,41 @@ async fn untrusted_text_is_cleaned_before_it_is_stored() {
     alice.send(&empty).await;
     assert_eq!(alice.error().await.code, ErrorCode::EmptyMessage);
 }
+
+#[tokio::test]
+async fn history_pages_stay_small_when_messages_are_long() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(ALICE).await;
+    let long = "é".repeat(10_000);
+    for i in 1..=80 {
+        alice
+            .send(&ClientFrame::Send {
+                room: "general".into(),
+                id: format!("l{i}"),
+                text: long.clone(),
+            })
+            .await;
+    }
+    alice.ack("l80").await;
+    let mut before = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = alice
+            .request(|req| ClientFrame::History {
+                req,
+                room: "general".into(),
+                before,
+                limit: Some(200),
+            })
+            .await;
+        let ServerFrame::History { messages, more, .. } = page else { panic!("{page:?}") };
+        assert!(messages.len() < 80, "a page of 80 x 20 KB would be over the budget");
+        let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+        before = seqs.first().copied();
+        seen.splice(0..0, seqs);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=80).collect::<Vec<_>>(), "cut pages still cover everything, in order");
+}

@@ -142,3 +142,16 @@ async fn a_client_that_stops_reading_is_dropped_and_catches_up() {
         expected += 1;
     }
 }
+
+#[tokio::test]
+async fn requests_other_than_sends_are_rate_limited_too() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(ALICE).await;
+    for req in 0..80 {
+        alice.send(&ClientFrame::Rooms { req: Some(req) }).await;
+    }
+    let limited = alice.error().await;
+    assert_eq!(limited.code, ErrorCode::RateLimited);
+    assert!(limited.req.is_some() && limited.retry_after_ms.is_some());
+    alice.post("general", "sends have their own budget").await;
+}

@@ -7,9 +7,13 @@ use roomz::protocol::{ClientFrame, ServerFrame};
 use serde::de::DeserializeOwned;
 
 fn examples(direction: &str) -> Vec<String> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let fence = format!("```json {direction}\n");
-    doc.split(fence.as_str()).skip(1).map(|rest| rest.split("```").next().unwrap().to_owned()).collect()
+    doc.split(fence.as_str())
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap().to_owned())
+        .collect()
 }
 
 /// Every `type` tag the enum accepts, read from serde's own "expected one of" message.

@@ -143,6 +143,16 @@ async fn a_dot_env_file_is_read_and_the_environment_wins() {
     let mut server = ServerProcess::spawn(dir.path(), &vars, &[]).ready().await;
     server.login(ALICE).await;
 
+    // Only the working directory counts: a .env further up is not read.
+    let below = dir.path().join("below");
+    std::fs::create_dir(&below).unwrap();
+    let (code, stderr) = ServerProcess::spawn(&below, &vars, &[]).exit().await;
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.starts_with("Error: JWT_SECRET_KEY environment variable must be set"),
+        "{stderr}"
+    );
+
     std::fs::write(dir.path().join(".env"), "THIS LINE IS BROKEN\n").unwrap();
     let (code, stderr) = ServerProcess::spawn(dir.path(), &vars, &[]).exit().await;
     assert_eq!(code, Some(2));

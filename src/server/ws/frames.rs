@@ -23,6 +23,8 @@ use crate::server::store::{NewMessage, StoreError};
 const MAX_ROOMS_PER_USER: usize = 500;
 /// Messages per `history` page when the client does not say.
 const DEFAULT_HISTORY_PAGE: u32 = 50;
+/// Most bytes of messages in one `history` page; larger pages are cut, oldest first.
+const HISTORY_PAGE_BYTES: usize = 512 * 1024;
 /// Longest client message id.
 const MAX_CLIENT_ID_LEN: usize = 64;
 
@@ -87,9 +89,6 @@ impl Connection {
 
     /// Checks, parses and handles one text frame.
     pub async fn handle(&mut self, text: &str) {
-        if !self.still_allowed() {
-            return;
-        }
         let max = self.state.limits.max_frame_bytes;
         if text.len() > max {
             let mut error = fail(
@@ -117,8 +116,9 @@ impl Connection {
         }
     }
 
-    /// The allow-list and the session's expiry are checked on every frame.
-    fn still_allowed(&self) -> bool {
+    /// The allow-list and the session's expiry, checked on every frame; when either fails
+    /// the connection is told to close.
+    pub fn still_allowed(&self) -> bool {
         if !self.state.allowlist.contains(&self.session.email) {
             tracing::info!(conn = self.conn.id, email = %self.session.email, "ws: address no longer allowed");
             self.conn.close(CloseReason::AccessRevoked);
@@ -135,7 +135,11 @@ impl Connection {
     fn correlate(&self, error: &mut ErrorFrame, text: &str) {
         if let Ok(found) = serde_json::from_str::<Correlation>(text) {
             error.req = found.req.and_then(|v| v.as_u64());
-            error.id = found.id.and_then(|v| v.as_str().map(str::to_owned));
+            // Only an id that could be valid is echoed: a huge one would make a huge error.
+            error.id = found
+                .id
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .filter(|id| id.len() <= MAX_CLIENT_ID_LEN);
         }
     }
 
@@ -148,6 +152,18 @@ impl Connection {
                 ErrorCode::HelloRequired,
                 "send hello first: {\"type\":\"hello\",\"v\":1}",
             ));
+        }
+        if !matches!(frame, ClientFrame::Send { .. } | ClientFrame::Ping { .. })
+            && let Err(wait_ms) =
+                self.state.request_rate.take(&self.session.email, self.state.clock.now_ms())
+        {
+            return Err(ErrorFrame {
+                retry_after_ms: Some(wait_ms),
+                ..fail(
+                    ErrorCode::RateLimited,
+                    format!("too many requests; try again in {wait_ms} ms"),
+                )
+            });
         }
         match frame {
             ClientFrame::Hello { .. } => unreachable!("handled above"),
@@ -183,6 +199,8 @@ impl Connection {
         }
         let email = &self.session.email;
         let state = &self.state;
+        // No join or leave of this user may fall between reading the rooms and listening.
+        let _membership = state.membership.lock(email).await;
         let name = state.store.ensure_user(email, state.clock.now_ms()).await?;
         state.names.set(email, name.clone());
         let rooms = state.store.rooms_of(email).await?;
@@ -204,6 +222,9 @@ impl Connection {
         };
         state.hub.register(&self.conn, welcome.to_json().into(), baselines);
         self.greeted = true;
+        // Removing an address closes its registered connections; one removed while this
+        // hello was reading the store is caught here, now that it is registered.
+        self.still_allowed();
         Ok(())
     }
 
@@ -274,7 +295,18 @@ impl Connection {
         let room = self.member_room(room)?;
         let limit =
             limit.unwrap_or(DEFAULT_HISTORY_PAGE).clamp(1, self.state.limits.history_page_max);
-        let messages = self.state.store.messages_before(&room, before, limit).await?;
+        let mut messages = self.state.store.messages_before(&room, before, limit).await?;
+        // Keep the page's frame small: drop the oldest messages past the byte budget (the
+        // client asks again from the oldest it got).
+        let mut bytes = 0;
+        let keep_from = messages
+            .iter()
+            .rposition(|m| {
+                bytes += m.text.len() + m.id.len() + m.author.len() + 128;
+                bytes > HISTORY_PAGE_BYTES
+            })
+            .map_or(0, |over| (over + 1).min(messages.len() - 1));
+        messages.drain(..keep_from);
         let more = messages.first().is_some_and(|m| m.seq > 1);
         self.conn.send(&ServerFrame::History { req, room, messages, more });
         Ok(())
@@ -289,6 +321,7 @@ impl Connection {
             ));
         }
         let email = &self.session.email;
+        let _membership = self.state.membership.lock(email).await;
         let joined = self.state.store.join_room(email, &room, self.state.clock.now_ms()).await?;
         let member = joined.newly.then(|| Member {
             email: email.to_string(),
@@ -310,6 +343,7 @@ impl Connection {
                 format!("everyone is a member of {DEFAULT_ROOM}"),
             ));
         }
+        let _membership = self.state.membership.lock(&self.session.email).await;
         let removed = self.state.store.leave_room(&self.session.email, &room).await?;
         if !removed && !self.conn.listens_to(&room) {
             return Err(fail(ErrorCode::NotMember, format!("you are not a member of {room:?}")));

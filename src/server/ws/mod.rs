@@ -27,8 +27,9 @@ use super::state::AppState;
 const TRANSPORT_MAX_MESSAGE: usize = 1 << 20;
 /// Socket buffers: small, because most connections are idle most of the time.
 const SOCKET_BUFFER: usize = 4 * 1024;
-/// Most bytes waiting to be written to one socket before writes fail.
-const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// Most bytes waiting to be written to one socket before writes fail. It must hold the
+/// largest frame the server sends (history pages are kept under 512 KiB).
+const MAX_WRITE_BUFFER: usize = 4 << 20;
 /// How long a connection may stay silent (no frame, no pong) before it counts as dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// How long a client has to send `hello`.
@@ -89,8 +90,14 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
         shutdown: state.shutdown.clone(),
         conn_id: conn.id,
     };
-    let writer = tokio::spawn(writer.run(queue));
+    let mut writer = tokio::spawn(writer.run(queue));
+    let mut writer_done = false;
     let signal = conn.signal();
+    let expires_in = Duration::from_millis(
+        u64::try_from(session.expires_at - state.clock.now_ms()).unwrap_or(0),
+    );
+    let expiry = tokio::time::sleep(expires_in);
+    tokio::pin!(expiry);
     let mut connection = Connection::new(state.clone(), conn, session);
 
     let ended = loop {
@@ -99,9 +106,18 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
             biased;
             () = signal.closed() => break "closed by the server",
             () = state.shutdown.cancelled() => break "server shutting down",
+            _ = &mut writer => {
+                writer_done = true;
+                break "the client stopped taking data";
+            }
+            () = &mut expiry => {
+                // A client that only listens still loses its session on time.
+                connection.conn().close(CloseReason::SessionExpired);
+                break "session expired";
+            }
             next = tokio::time::timeout(deadline, stream.next()) => next,
         };
-        match next {
+        let message = match next {
             Err(_) if connection.greeted() => break "idle timeout",
             Err(_) => {
                 connection.conn().close(CloseReason::NoHello);
@@ -109,10 +125,16 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
             }
             Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => break "closed by the client",
             Ok(Some(Err(_))) => break "transport error (oversized or malformed frame, or a reset)",
-            Ok(Some(Ok(WsMessage::Text(text)))) => connection.handle(&text).await,
-            Ok(Some(Ok(WsMessage::Binary(_)))) => connection.binary(),
-            Ok(Some(Ok(WsMessage::Ping(_)))) => connection.conn().push(Outbound::Flush),
-            Ok(Some(Ok(WsMessage::Pong(_)))) => {}
+            Ok(Some(Ok(message))) => message,
+        };
+        if !connection.still_allowed() {
+            break "access ended";
+        }
+        match message {
+            WsMessage::Text(text) => connection.handle(&text).await,
+            WsMessage::Binary(_) => connection.binary(),
+            WsMessage::Ping(_) => connection.conn().push(Outbound::Flush),
+            WsMessage::Pong(_) | WsMessage::Close(_) => {}
         }
     };
 
@@ -120,5 +142,7 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
     tracing::info!(conn = conn.id, email = %conn.email, reason = ended, "ws: disconnected");
     state.hub.unregister(&conn);
     drop(conn);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
 }

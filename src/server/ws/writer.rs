@@ -25,8 +25,10 @@ use crate::server::store::{Store, StoreError};
 const WRITE_BATCH: usize = 64;
 /// Messages read from the store per catch-up query.
 const CATCH_UP_PAGE: u32 = 500;
-/// How long one batch of writes may take before the client counts as gone.
+/// How long the client may take no data at all before it counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the error and close frames that end a connection may take to go out.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the server pings an otherwise quiet connection.
 const PING_INTERVAL: Duration = Duration::from_secs(25);
 
@@ -67,7 +69,7 @@ struct Cursors(HashMap<Arc<str>, Seq>);
 
 impl Writer {
     /// Runs until the queue ends (every sender gone) or the connection is kicked; then sends
-    /// the close.
+    /// the close. Returns early, without a close, when the socket fails or stops taking data.
     pub async fn run(mut self, mut queue: mpsc::Receiver<Outbound>) {
         let mut cursors = Cursors::default();
         let mut items = Vec::with_capacity(WRITE_BATCH);
@@ -83,27 +85,48 @@ impl Writer {
                         break self.shutdown.is_cancelled().then_some(CloseReason::ShuttingDown);
                     }
                     let written = tokio::select! {
-                        written = tokio::time::timeout(WRITE_TIMEOUT, self.write(&mut cursors, items.drain(..))) => written,
+                        written = self.write(&mut cursors, items.drain(..)) => written,
                         () = signal.closed() => break signal.reason(),
                     };
                     match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(WriteError::Store(error))) => {
+                        Ok(()) => {}
+                        Err(WriteError::Store(error)) => {
                             tracing::error!(conn = self.conn_id, %error, "ws: cannot read the store to fill a gap; closing");
                             break Some(CloseReason::ShuttingDown);
                         }
-                        Ok(Err(WriteError::Socket)) | Err(_) => return,
+                        Err(WriteError::Socket) => return,
                     }
                 }
                 _ = ping.tick() => {
-                    let pinged = tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(WsMessage::Ping(Default::default()))).await;
-                    if !matches!(pinged, Ok(Ok(()))) {
+                    if self.send(WsMessage::Ping(Default::default())).await.is_err() {
                         return;
                     }
                 }
             }
         };
         self.say_goodbye(farewell).await;
+    }
+
+    /// Queues one frame in the socket; fails when the client takes no data for
+    /// [`WRITE_TIMEOUT`].
+    async fn feed(&mut self, message: WsMessage) -> Result<(), WriteError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.feed(message)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(WriteError::Socket),
+        }
+    }
+
+    /// Sends what is queued in the socket, with the same deadline.
+    async fn flush(&mut self) -> Result<(), WriteError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.flush()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(WriteError::Socket),
+        }
+    }
+
+    async fn send(&mut self, message: WsMessage) -> Result<(), WriteError> {
+        self.feed(message).await?;
+        self.flush().await
     }
 
     /// Writes a batch of queue items, then flushes once.
@@ -114,11 +137,15 @@ impl Writer {
     ) -> Result<(), WriteError> {
         for item in items {
             match item {
-                Outbound::Frame(bytes) => self.sink.feed(WsMessage::Text(bytes)).await?,
+                Outbound::Frame(bytes) => self.feed(WsMessage::Text(bytes)).await?,
                 Outbound::Message(delivery) => self.deliver(cursors, &delivery).await?,
                 Outbound::CatchUp(rooms) => self.catch_up(cursors, rooms).await?,
                 Outbound::Follow { room, after } => {
-                    cursors.0.entry(room).or_insert(after);
+                    // A message may have been committed between the join and this item:
+                    // send whatever the store has after `after` now.
+                    if !cursors.0.contains_key(&room) {
+                        self.send_from_store(cursors, &room, after, None).await?;
+                    }
                 }
                 Outbound::Unfollow(room) => {
                     cursors.0.remove(&room);
@@ -126,8 +153,7 @@ impl Writer {
                 Outbound::Flush => {}
             }
         }
-        self.sink.flush().await?;
-        Ok(())
+        self.flush().await
     }
 
     /// Sends one live message in order, reading any gap before it from the store.
@@ -146,7 +172,7 @@ impl Writer {
         if delivery.seq > last + 1 {
             self.send_from_store(cursors, &delivery.room, last, Some(delivery.seq - 1)).await?;
         }
-        self.sink.feed(WsMessage::Text(delivery.frame.clone())).await?;
+        self.feed(WsMessage::Text(delivery.frame.clone())).await?;
         cursors.0.insert(delivery.room.clone(), delivery.seq);
         Ok(())
     }
@@ -163,7 +189,7 @@ impl Writer {
             synced.insert(room.to_string(), last);
         }
         let frame = ServerFrame::Synced { rooms: synced };
-        self.sink.feed(WsMessage::Text(frame.to_json().into())).await?;
+        self.feed(WsMessage::Text(frame.to_json().into())).await?;
         Ok(())
     }
 
@@ -187,7 +213,7 @@ impl Writer {
                 }
                 last = message.seq;
                 let frame = ServerFrame::Message(message).to_json();
-                self.sink.feed(WsMessage::Text(frame.into())).await?;
+                self.feed(WsMessage::Text(frame.into())).await?;
             }
             if !full || until.is_some_and(|until| last >= until) {
                 break;
@@ -197,22 +223,22 @@ impl Writer {
         Ok(last)
     }
 
-    /// Sends the error frame and close frame that explain why the connection ends.
+    /// Sends the error frame and close frame that explain why the connection ends. A client
+    /// that does not take them within [`GOODBYE_TIMEOUT`] is simply dropped.
     async fn say_goodbye(mut self, reason: Option<CloseReason>) {
-        let close = match reason {
-            Some(reason) => {
-                let (code, error, message) = reason.describe();
-                let frame = ServerFrame::Error(ErrorFrame::new(error, message)).to_json();
-                let _ = self.sink.feed(WsMessage::Text(frame.into())).await;
-                CloseFrame { code, reason: Utf8Bytes::from_static(message_for_close(reason)) }
-            }
-            None => CloseFrame { code: 1000, reason: Utf8Bytes::from_static("bye") },
+        let goodbye = async {
+            let close = match reason {
+                Some(reason) => {
+                    let (code, error, message) = reason.describe();
+                    let frame = ServerFrame::Error(ErrorFrame::new(error, message)).to_json();
+                    self.sink.feed(WsMessage::Text(frame.into())).await?;
+                    CloseFrame { code, reason: Utf8Bytes::from_static(message_for_close(reason)) }
+                }
+                None => CloseFrame { code: 1000, reason: Utf8Bytes::from_static("bye") },
+            };
+            self.sink.send(WsMessage::Close(Some(close))).await
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            self.sink.send(WsMessage::Close(Some(close))),
-        )
-        .await;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await;
     }
 }
 
