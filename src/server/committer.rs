@@ -15,8 +15,9 @@ use super::store::{Appended, NewMessage, Store};
 use crate::protocol::{ErrorCode, ErrorFrame, Message, ServerFrame};
 use crate::server::clock::Clock;
 
-/// Most messages in one transaction.
-const MAX_BATCH: usize = 1024;
+/// Most messages in one transaction. A batch lands in each listener's queue at once, so
+/// this stays well below `hub::QUEUE_CAPACITY`.
+pub const MAX_BATCH: usize = 512;
 
 /// Messages waiting for the committer before senders wait for room.
 const QUEUE_CAPACITY: usize = 8192;

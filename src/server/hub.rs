@@ -18,8 +18,11 @@ use crate::protocol::{
     ErrorCode, ErrorFrame, Member, PRESENCE_PUSH_MAX, RoomSummary, Seq, ServerFrame, close_code,
 };
 
-/// How many items a connection's queue holds before the connection counts as too slow.
-pub const QUEUE_CAPACITY: usize = 1024;
+/// How many items a connection's queue holds before the connection counts as too slow:
+/// room for several commit batches (each can put up to `committer::MAX_BATCH` messages and
+/// as many acks in one queue). The channel allocates as it fills, so an idle connection
+/// does not pay for the capacity.
+pub const QUEUE_CAPACITY: usize = 4096;
 
 /// One message on its way to every listener of a room.
 #[derive(Debug)]
