@@ -39,16 +39,7 @@ async fn whole_login_from_request_to_me() {
     assert_eq!(granted.email, ALICE);
     assert!(granted.expires_at.ends_with('Z'));
 
-    let me: Me = server
-        .http
-        .get(server.url("/api/me"))
-        .bearer_auth(&granted.session)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Me = server.me(&granted.session).await.json().await.unwrap();
     assert_eq!((me.email.as_str(), me.display_name), (ALICE, None));
     let by_cookie = server
         .http

@@ -33,16 +33,7 @@ async fn two_users_chat_with_names() {
     let reply = alice.message("general").await;
     assert_eq!((reply.seq, reply.name.as_deref()), (2, Some("Bob Builder")));
 
-    let me: roomz::protocol::http::Me = server
-        .http
-        .get(server.url("/api/me"))
-        .bearer_auth(&bob.session)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: roomz::protocol::http::Me = server.me(&bob.session).await.json().await.unwrap();
     assert_eq!(me.display_name.as_deref(), Some("Bob Builder"), "the name is persisted");
 }
 
@@ -77,26 +68,16 @@ async fn history_pages_backwards() {
     }
     alice.ack("h120").await;
 
-    let mut before = None;
-    let mut pages = Vec::new();
-    loop {
-        let page = alice
-            .request(|req| ClientFrame::History {
-                req,
-                room: "general".into(),
-                before,
-                limit: Some(50),
-            })
-            .await;
-        let ServerFrame::History { messages, more, .. } = page else { panic!("{page:?}") };
-        let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
-        assert!(messages.iter().all(|m| m.text == format!("n{}", m.seq)));
-        before = seqs.first().copied();
-        pages.push((seqs.first().copied(), seqs.last().copied(), seqs.len(), more));
-        if !more {
-            break;
-        }
-    }
+    let pages: Vec<_> = alice
+        .history_pages("general", 50)
+        .await
+        .into_iter()
+        .map(|(messages, more)| {
+            assert!(messages.iter().all(|m| m.text == format!("n{}", m.seq)));
+            let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+            (seqs.first().copied(), seqs.last().copied(), seqs.len(), more)
+        })
+        .collect();
     assert_eq!(
         pages,
         [
@@ -320,25 +301,10 @@ async fn history_pages_stay_small_when_messages_are_long() {
             .await;
     }
     alice.ack("l80").await;
-    let mut before = None;
     let mut seen = Vec::new();
-    loop {
-        let page = alice
-            .request(|req| ClientFrame::History {
-                req,
-                room: "general".into(),
-                before,
-                limit: Some(200),
-            })
-            .await;
-        let ServerFrame::History { messages, more, .. } = page else { panic!("{page:?}") };
+    for (messages, _) in alice.history_pages("general", 200).await {
         assert!(messages.len() < 80, "a page of 80 x 20 KB would be over the budget");
-        let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
-        before = seqs.first().copied();
-        seen.splice(0..0, seqs);
-        if !more {
-            break;
-        }
+        seen.splice(0..0, messages.iter().map(|m| m.seq));
     }
     assert_eq!(seen, (1..=80).collect::<Vec<_>>(), "cut pages still cover everything, in order");
 }

@@ -52,23 +52,9 @@ async fn acknowledged_messages_survive_sigkill() {
     let server = ServerProcess::spawn(dir.path(), &vars, &[]).ready().await;
     let mut alice = Client::connect(&server.ws_url(), &session, HashMap::new()).await;
     let mut stored: BTreeMap<String, u64> = BTreeMap::new();
-    let mut before = None;
-    loop {
-        let page = alice
-            .request(|req| ClientFrame::History {
-                req,
-                room: "general".into(),
-                before,
-                limit: Some(200),
-            })
-            .await;
-        let ServerFrame::History { messages, more, .. } = page else { panic!("{page:?}") };
-        before = messages.first().map(|m| m.seq);
+    for (messages, _) in alice.history_pages("general", 200).await {
         for message in messages {
             assert!(stored.insert(message.id, message.seq).is_none(), "a message is stored twice");
-        }
-        if !more {
-            break;
         }
     }
     let seqs: Vec<u64> = {

@@ -62,14 +62,14 @@ async fn forged_and_expired_sessions_are_refused_on_http_and_ws() {
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (what, token) in &bad {
-        let me = server.http.get(server.url("/api/me")).bearer_auth(token).send().await.unwrap();
+        let me = server.me(token).await;
         assert!(matches!(me.status().as_u16(), 401 | 403), "{what}: {}", me.status());
         let bearer = format!("Bearer {token}");
         let ws = open_ws(&server.ws_url(), &[("authorization", &bearer)]).await;
         assert!(ws.is_err(), "{what}: the WebSocket upgrade must be refused");
     }
     let expired = &bad[3].1;
-    let body = server.http.get(server.url("/api/me")).bearer_auth(expired).send().await.unwrap();
+    let body = server.me(expired).await;
     assert!(body.text().await.unwrap().contains("session expired"));
 
     let unauthenticated = server.http.get(server.url("/api/me")).send().await.unwrap();
@@ -77,7 +77,7 @@ async fn forged_and_expired_sessions_are_refused_on_http_and_ws() {
 
     // The control: a correctly signed session works.
     let good = sign(&claims(ALICE), SECRET);
-    let me = server.http.get(server.url("/api/me")).bearer_auth(&good).send().await.unwrap();
+    let me = server.me(&good).await;
     assert_eq!(me.status(), 200);
 }
 
@@ -86,8 +86,7 @@ async fn a_session_ends_when_it_expires_even_mid_connection() {
     let server = TestServer::start_with(&[("JWT_EXPIRY_DAYS", "1")]).await;
     let mut alice = server.connect(ALICE).await;
     server.clock.advance(Duration::from_secs(24 * 3600 + 1));
-    let me =
-        server.http.get(server.url("/api/me")).bearer_auth(&alice.session).send().await.unwrap();
+    let me = server.me(&alice.session).await;
     assert_eq!(me.status(), 401);
     alice.send(&ClientFrame::Ping { req: None }).await;
     assert_eq!(alice.error().await.code, ErrorCode::SessionExpired);
@@ -104,8 +103,7 @@ async fn removing_an_address_revokes_its_sessions_at_once() {
 
     assert_eq!(alice.error().await.code, ErrorCode::AccessRevoked);
     assert_eq!(alice.closed().await, "closed: 4003");
-    let me =
-        server.http.get(server.url("/api/me")).bearer_auth(&alice.session).send().await.unwrap();
+    let me = server.me(&alice.session).await;
     assert_eq!(me.status(), 403);
     let bearer = format!("Bearer {}", alice.session);
     assert!(open_ws(&server.ws_url(), &[("authorization", &bearer)]).await.is_err());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use roomz::protocol::http::{SessionGranted, VerifyRequest};
-use roomz::protocol::{ClientFrame, PROTOCOL_VERSION, Seq, ServerFrame};
+use roomz::protocol::{ClientFrame, Message, PROTOCOL_VERSION, Seq, ServerFrame};
 use roomz::server::clock::OffsetClock;
 use roomz::server::config::{AllowListSource, Config};
 use roomz::server::mailer::ConsoleMailer;
@@ -147,6 +147,11 @@ impl TestServer {
         response.json::<SessionGranted>().await.expect("session body").session
     }
 
+    /// `GET /api/me` with a session.
+    pub async fn me(&self, session: &str) -> reqwest::Response {
+        self.http.get(self.url("/api/me")).bearer_auth(session).send().await.expect("me")
+    }
+
     /// Logs in and connects with `hello`; waits for `welcome` and `synced`.
     pub async fn connect(&self, email: &str) -> Client {
         let session = self.login(email).await;
@@ -279,7 +284,7 @@ impl Client {
     }
 
     /// Waits for the next message event of `room`.
-    pub async fn message(&mut self, room: &str) -> roomz::protocol::Message {
+    pub async fn message(&mut self, room: &str) -> Message {
         self.wait_for(|f| match f {
             ServerFrame::Message(m) if m.room == room => Some(m.clone()),
             _ => None,
@@ -314,6 +319,28 @@ impl Client {
             _ => None,
         })
         .await
+    }
+
+    /// Every `history` page of `room`, newest first, with its `more` flag.
+    pub async fn history_pages(&mut self, room: &str, limit: u32) -> Vec<(Vec<Message>, bool)> {
+        let mut pages = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .request(|req| ClientFrame::History {
+                    req,
+                    room: room.into(),
+                    before,
+                    limit: Some(limit),
+                })
+                .await;
+            let ServerFrame::History { messages, more, .. } = page else { panic!("{page:?}") };
+            before = messages.first().map(|m| m.seq);
+            pages.push((messages, more));
+            if !more {
+                return pages;
+            }
+        }
     }
 
     /// Sends a request frame and waits for the answer carrying its `req`.

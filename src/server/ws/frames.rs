@@ -34,6 +34,13 @@ fn fail(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
     ErrorFrame::new(code, message)
 }
 
+fn rate_limited(what: &str, wait_ms: u64) -> ErrorFrame {
+    ErrorFrame {
+        retry_after_ms: Some(wait_ms),
+        ..fail(ErrorCode::RateLimited, format!("too many {what}; try again in {wait_ms} ms"))
+    }
+}
+
 impl From<StoreError> for ErrorFrame {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "ws: store failure while handling a frame");
@@ -157,13 +164,7 @@ impl Connection {
             && let Err(wait_ms) =
                 self.state.request_rate.take(&self.session.email, self.state.clock.now_ms())
         {
-            return Err(ErrorFrame {
-                retry_after_ms: Some(wait_ms),
-                ..fail(
-                    ErrorCode::RateLimited,
-                    format!("too many requests; try again in {wait_ms} ms"),
-                )
-            });
+            return Err(rate_limited("requests", wait_ms));
         }
         match frame {
             ClientFrame::Hello { .. } => unreachable!("handled above"),
@@ -265,13 +266,7 @@ impl Connection {
         if let Err(wait_ms) =
             self.state.message_rate.take(&self.session.email, self.state.clock.now_ms())
         {
-            return Err(ErrorFrame {
-                retry_after_ms: Some(wait_ms),
-                ..fail(
-                    ErrorCode::RateLimited,
-                    format!("too many messages; send again in {wait_ms} ms"),
-                )
-            });
+            return Err(rate_limited("messages", wait_ms));
         }
         let message =
             NewMessage { room, author: self.session.email.to_string(), client_id: id, text };
