@@ -56,6 +56,8 @@ pub enum CloseReason {
     AccessRevoked,
     SessionExpired,
     ShuttingDown,
+    /// The store could not be read to fill a gap in the connection's messages.
+    StoreUnavailable,
     /// No `hello` in time.
     NoHello,
     /// `hello` asked for a protocol version this server does not speak.
@@ -84,6 +86,11 @@ impl CloseReason {
             Self::ShuttingDown => {
                 (1001, ErrorCode::ShuttingDown, "the server is shutting down; reconnect shortly")
             }
+            Self::StoreUnavailable => (
+                1011,
+                ErrorCode::StoreUnavailable,
+                "the server cannot read its database right now; reconnect shortly to catch up",
+            ),
             Self::NoHello => (
                 close_code::HANDSHAKE_FAILED,
                 ErrorCode::HelloRequired,

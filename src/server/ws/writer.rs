@@ -92,7 +92,7 @@ impl Writer {
                         Ok(()) => {}
                         Err(WriteError::Store(error)) => {
                             tracing::error!(conn = self.conn_id, %error, "ws: cannot read the store to fill a gap; closing");
-                            break Some(CloseReason::ShuttingDown);
+                            break Some(CloseReason::StoreUnavailable);
                         }
                         Err(WriteError::Socket) => return,
                     }
@@ -249,6 +249,7 @@ fn message_for_close(reason: CloseReason) -> &'static str {
         CloseReason::AccessRevoked => "access revoked",
         CloseReason::SessionExpired => "session expired",
         CloseReason::ShuttingDown => "server shutting down",
+        CloseReason::StoreUnavailable => "database unavailable",
         CloseReason::NoHello => "no hello",
         CloseReason::UnsupportedVersion => "unsupported protocol version",
     }
