@@ -23,6 +23,7 @@ variables win over it):
   EMAIL_SENDER               console (default: prints magic links on standard output) or resend
   RESEND_API_KEY             required with EMAIL_SENDER=resend; starts with re_
   RESEND_BASE_URL            Resend API base URL (default https://api.resend.com)
+  RESEND_RATE_LIMIT          requests per second to Resend (default 9)
   EMAIL_FROM                 sender of magic-link emails (default: roomz <onboarding@resend.dev>)
   JWT_EXPIRY_DAYS            session lifetime in days (default 30)
   MAGIC_LINK_EXPIRY_MINUTES  magic-link lifetime in minutes (default 15)
