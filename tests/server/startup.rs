@@ -194,6 +194,11 @@ async fn help_lists_every_variable() {
         "ROOMZ_COOKIE_SECURE",
         "DATABASE_URL",
         "--bind",
+        "RESEND_BASE_URL",
+        "RESEND_RATE_LIMIT",
+        "ROOMZ_MESSAGES_PER_SECOND",
+        "ROOMZ_MESSAGE_BURST",
+        "RUST_LOG",
     ] {
         assert!(help.contains(variable), "--help does not mention {variable}:\n{help}");
     }
