@@ -355,9 +355,11 @@ impl Hub {
         }
         let sessions = inner.users.get(&asking.email).cloned().unwrap_or_default();
         for conn in &sessions {
-            conn.push(Outbound::Follow { room: room.clone(), after });
+            // `joined` first: the room's messages must not reach a client that does not
+            // know the room yet.
             let req = if conn.id == asking.id { req } else { None };
             conn.send(&ServerFrame::Joined { req, room: summary.clone() });
+            conn.push(Outbound::Follow { room: room.clone(), after });
             inner.listen(conn, &room);
         }
     }

@@ -18,6 +18,11 @@ impl KeyedLocks {
         Self::default()
     }
 
+    /// Forgets the locks nobody holds or waits for.
+    pub fn forget_idle(&self) {
+        self.locks.lock().expect("lock map").retain(|_, lock| Arc::strong_count(lock) > 1);
+    }
+
     /// Waits for `key`'s lock; it is held until the guard is dropped.
     pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
         let lock = self.locks.lock().expect("lock map").entry(key.to_owned()).or_default().clone();

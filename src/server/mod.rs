@@ -222,6 +222,7 @@ async fn prune_periodically(state: AppState) {
                 state.message_rate.forget_idle(now);
                 state.link_request_rate.forget_idle(now);
                 state.request_rate.forget_idle(now);
+                state.membership.forget_idle();
             }
         }
     }
@@ -295,7 +296,11 @@ impl ServerHandle {
             tracing::warn!("shutdown: some connections did not close in time");
         }
         self.committer_stop.cancel();
-        let _ = self.committer.await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.committer).await.is_err() {
+            tracing::error!(
+                "shutdown: the committer did not finish; unacknowledged messages may be lost"
+            );
+        }
         let _ = self.pruner.await;
         match tokio::time::timeout(SHUTDOWN_GRACE, self.serve).await {
             Ok(Ok(Err(error))) => {

@@ -309,14 +309,14 @@ impl Connection {
 
     async fn join(&mut self, req: Option<u64>, room: &str) -> Handled {
         let room = canonical_room(room).map_err(|e| fail(ErrorCode::InvalidRoom, e.message()))?;
+        let email = &self.session.email;
+        let _membership = self.state.membership.lock(email).await;
         if !self.conn.listens_to(&room) && self.conn.room_count() >= MAX_ROOMS_PER_USER {
             return Err(fail(
                 ErrorCode::TooManyRooms,
                 format!("you are in {MAX_ROOMS_PER_USER} rooms; leave one first"),
             ));
         }
-        let email = &self.session.email;
-        let _membership = self.state.membership.lock(email).await;
         let joined = self.state.store.join_room(email, &room, self.state.clock.now_ms()).await?;
         let member = joined.newly.then(|| Member {
             email: email.to_string(),

@@ -106,9 +106,9 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
             biased;
             () = signal.closed() => break "closed by the server",
             () = state.shutdown.cancelled() => break "server shutting down",
-            _ = &mut writer => {
+            ended = &mut writer => {
                 writer_done = true;
-                break "the client stopped taking data";
+                break ended.unwrap_or("the writer failed");
             }
             () = &mut expiry => {
                 // A client that only listens still loses its session on time.

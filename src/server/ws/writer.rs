@@ -29,6 +29,9 @@ const CATCH_UP_PAGE: u32 = 500;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the error and close frames that end a connection may take to go out.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connection may keep sending what was queued after the server starts to shut
+/// down.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// How often the server pings an otherwise quiet connection.
 const PING_INTERVAL: Duration = Duration::from_secs(25);
 
@@ -69,17 +72,26 @@ struct Cursors(HashMap<Arc<str>, Seq>);
 
 impl Writer {
     /// Runs until the queue ends (every sender gone) or the connection is kicked; then sends
-    /// the close. Returns early, without a close, when the socket fails or stops taking data.
-    pub async fn run(mut self, mut queue: mpsc::Receiver<Outbound>) {
+    /// the close. Ends early, without a close, when the socket fails or stops taking data.
+    /// Returns how the connection ended, for the log.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Outbound>) -> &'static str {
         let mut cursors = Cursors::default();
         let mut items = Vec::with_capacity(WRITE_BATCH);
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.reset();
         let signal = self.signal.clone();
+        // Once the server shuts down, what is queued gets a short while to go out.
+        let shutdown = self.shutdown.clone();
+        let drain_deadline = async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_DRAIN).await;
+        };
+        tokio::pin!(drain_deadline);
         let farewell = loop {
             tokio::select! {
                 biased;
                 () = signal.closed() => break signal.reason(),
+                () = &mut drain_deadline => break Some(CloseReason::ShuttingDown),
                 received = queue.recv_many(&mut items, WRITE_BATCH) => {
                     if received == 0 {
                         break self.shutdown.is_cancelled().then_some(CloseReason::ShuttingDown);
@@ -87,6 +99,7 @@ impl Writer {
                     let written = tokio::select! {
                         written = self.write(&mut cursors, items.drain(..)) => written,
                         () = signal.closed() => break signal.reason(),
+                        () = &mut drain_deadline => break Some(CloseReason::ShuttingDown),
                     };
                     match written {
                         Ok(()) => {}
@@ -94,17 +107,22 @@ impl Writer {
                             tracing::error!(conn = self.conn_id, %error, "ws: cannot read the store to fill a gap; closing");
                             break Some(CloseReason::StoreUnavailable);
                         }
-                        Err(WriteError::Socket) => return,
+                        Err(WriteError::Socket) => return "the client stopped taking data",
                     }
                 }
                 _ = ping.tick() => {
                     if self.send(WsMessage::Ping(Default::default())).await.is_err() {
-                        return;
+                        return "the client stopped taking data";
                     }
                 }
             }
         };
         self.say_goodbye(farewell).await;
+        match farewell {
+            Some(CloseReason::StoreUnavailable) => "the store could not be read",
+            Some(_) => "closed by the server",
+            None => "closed",
+        }
     }
 
     /// Queues one frame in the socket; fails when the client takes no data for
