@@ -5,9 +5,6 @@
 //! `cargo bench --bench ingest` (settings: ROOMZ_BENCH_CLIENTS, ROOMZ_BENCH_MESSAGES per
 //! client, ROOMZ_BENCH_WINDOW sends in flight per client).
 
-// A benchmark's report is its standard output.
-#![allow(clippy::print_stdout)]
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,5 +5,6 @@
 // A failed unwrap in a test is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod server;
 mod support;

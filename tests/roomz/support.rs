@@ -79,11 +79,20 @@ impl TestServer {
         Self { dir, clock, handle, http: reqwest::Client::new(), vars, lines: Mutex::new(rx) }
     }
 
-    /// Stops this server and starts another on the same database and clock.
+    /// Stops this server and starts another on the same address, database and clock.
     pub async fn restart(self) -> Self {
-        let (dir, clock, vars) = (self.dir.clone(), self.clock.clone(), self.vars.clone());
+        let stopped = self.stop().await;
+        stopped.start().await
+    }
+
+    /// Stops this server; what it returns starts it again on the same address.
+    pub async fn stop(self) -> Stopped {
+        let mut vars = self.vars.clone();
+        vars.retain(|(k, _)| k != "ROOMZ_BIND");
+        vars.push(("ROOMZ_BIND".into(), self.addr().to_string()));
+        let stopped = Stopped { dir: self.dir.clone(), clock: self.clock.clone(), vars };
         self.handle.shutdown().await;
-        Self::boot(dir, clock, vars).await
+        stopped
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -156,6 +165,19 @@ impl TestServer {
     pub async fn connect(&self, email: &str) -> Client {
         let session = self.login(email).await;
         Client::connect(&self.ws_url(), &session, HashMap::new()).await
+    }
+}
+
+/// A stopped [`TestServer`], ready to start again where it was.
+pub struct Stopped {
+    dir: Arc<TempDir>,
+    clock: OffsetClock,
+    vars: Vec<(String, String)>,
+}
+
+impl Stopped {
+    pub async fn start(self) -> TestServer {
+        TestServer::boot(self.dir, self.clock, self.vars).await
     }
 }
 
@@ -488,8 +510,8 @@ impl ServerProcess {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// Logs in through HTTP, reading the link from the process's standard output.
-    pub async fn login(&mut self, email: &str) -> String {
+    /// Asks for a magic link and reads it from the process's standard output.
+    pub async fn login_link(&mut self, email: &str) -> String {
         let http = reqwest::Client::new();
         let response = http
             .post(self.url("/auth/request"))
@@ -509,8 +531,13 @@ impl ServerProcess {
         })
         .await
         .expect("a link on stdout");
-        let link = link_of(&line);
-        let response = http
+        link_of(&line)
+    }
+
+    /// Logs in through HTTP, reading the link from the process's standard output.
+    pub async fn login(&mut self, email: &str) -> String {
+        let link = self.login_link(email).await;
+        let response = reqwest::Client::new()
             .post(self.url("/auth/verify"))
             .json(&VerifyRequest { token: link })
             .send()
@@ -526,4 +553,59 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl TestServer {
+    /// The server's base URL, as clients are given it.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// A fresh magic link for `email` (asked for and read from the console mailer).
+    pub async fn fresh_link(&self, email: &str) -> String {
+        assert_eq!(self.request_link(email).await.status(), 202);
+        self.link_for(email).await
+    }
+
+    /// A connected library client for `email`, logged in with a fresh magic link.
+    pub async fn client(&self, email: &str) -> roomz::AsyncClient {
+        let client = roomz::AsyncClient::builder(&self.base_url())
+            .session_token(self.fresh_link(email).await)
+            .config_file(self.dir.path().join("no-config.toml"))
+            .reconnect_delay(Duration::from_millis(100))
+            .build()
+            .expect("client builds");
+        client.connect().await.expect("client connects");
+        client
+    }
+}
+
+/// The path of an example program, which `cargo test` builds next to the test binary.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test`, which builds examples",
+        path.display()
+    );
+    path
+}
+
+/// The next event that `wanted` accepts, within [`PATIENCE`].
+pub async fn event<T>(
+    events: &mut roomz::client::Events,
+    mut wanted: impl FnMut(roomz::client::Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let event = events.recv().await.expect("the client is alive");
+            if let Some(found) = wanted(event) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the event came in time")
 }

@@ -1,0 +1,310 @@
+//! The client's parameters, with the names and defaults of the configuration reference,
+//! and the builder that checks them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::error::ClientError;
+use super::{AsyncClient, config};
+use crate::protocol::text::canonical_display_name;
+
+/// The environment variable that names the display name (it wins over the config file).
+pub const DISPLAY_NAME_VAR: &str = "ROOMZ_DISPLAY_NAME";
+
+/// Every parameter of a client. Build one with [`AsyncClient::builder`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Base URL of the server, such as `https://chat.example.com`.
+    pub server_url: Url,
+    /// A magic-link token, or the whole pasted link, exchanged for a session on connect.
+    pub session_token: Option<String>,
+    /// Reconnect after the connection drops (default `true`).
+    pub reconnect: bool,
+    /// Wait before the first reconnection attempt (default 1 s); it doubles with each
+    /// failed attempt, with jitter, up to `max_reconnect_delay`.
+    pub reconnect_delay: Duration,
+    /// Longest wait between reconnection attempts (default 30 s).
+    pub max_reconnect_delay: Duration,
+    /// Failed reconnection attempts in a row before giving up (default 5).
+    pub max_reconnect_attempts: u32,
+    /// Longest wait for the server: HTTP calls, the WebSocket handshake, and `welcome`
+    /// (default 10 s).
+    pub connection_timeout: Duration,
+    /// Where the session is kept between runs (default: nowhere).
+    pub session_cache_file: Option<PathBuf>,
+    /// The display name to set on connect: this parameter, else `ROOMZ_DISPLAY_NAME`, else
+    /// `display_name` under `[client]` in `~/.roomz/config.toml`.
+    pub display_name: Option<String>,
+}
+
+/// Builds an [`AsyncClient`]. Every setter has the default of the configuration reference.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    server_url: String,
+    options: ClientOptions,
+    display_name_set: bool,
+    config_file: Option<PathBuf>,
+}
+
+impl ClientBuilder {
+    pub(super) fn new(server_url: &str) -> Self {
+        let placeholder = Url::parse("http://localhost").expect("a constant URL");
+        Self {
+            server_url: server_url.to_owned(),
+            options: ClientOptions {
+                server_url: placeholder,
+                session_token: None,
+                reconnect: true,
+                reconnect_delay: Duration::from_secs(1),
+                max_reconnect_delay: Duration::from_secs(30),
+                max_reconnect_attempts: 5,
+                connection_timeout: Duration::from_secs(10),
+                session_cache_file: None,
+                display_name: None,
+            },
+            display_name_set: false,
+            config_file: config::default_path(),
+        }
+    }
+
+    /// A magic-link token, or the whole link as pasted from the email. `connect` trades it
+    /// for a session (and caches it, with `session_cache_file`).
+    ///
+    /// ```
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000")
+    ///     .session_token("https://chat.example.com/auth/verify?token=q3J0x2V6")
+    ///     .build()?;
+    /// assert!(client.options().session_token.is_some());
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn session_token(mut self, token: impl Into<String>) -> Self {
+        self.options.session_token = Some(token.into());
+        self
+    }
+
+    /// Whether to reconnect when the connection drops (default `true`). Without it, a drop
+    /// ends the client with [`ClientError::Disconnected`].
+    ///
+    /// ```
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000").reconnect(false).build()?;
+    /// assert!(!client.options().reconnect);
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn reconnect(mut self, reconnect: bool) -> Self {
+        self.options.reconnect = reconnect;
+        self
+    }
+
+    /// The wait before the first reconnection attempt (default 1 s). Later attempts wait
+    /// twice as long as the one before, with random jitter, up to `max_reconnect_delay`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000")
+    ///     .reconnect_delay(Duration::from_millis(250))
+    ///     .build()?;
+    /// assert_eq!(client.options().reconnect_delay, Duration::from_millis(250));
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn reconnect_delay(mut self, delay: Duration) -> Self {
+        self.options.reconnect_delay = delay;
+        self
+    }
+
+    /// The longest wait between reconnection attempts (default 30 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000")
+    ///     .max_reconnect_delay(Duration::from_secs(5))
+    ///     .build()?;
+    /// assert_eq!(client.options().max_reconnect_delay, Duration::from_secs(5));
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn max_reconnect_delay(mut self, delay: Duration) -> Self {
+        self.options.max_reconnect_delay = delay;
+        self
+    }
+
+    /// How many failed reconnection attempts in a row end the client (default 5); it then
+    /// reports [`ClientError::GaveUp`].
+    ///
+    /// ```
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000")
+    ///     .max_reconnect_attempts(20)
+    ///     .build()?;
+    /// assert_eq!(client.options().max_reconnect_attempts, 20);
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn max_reconnect_attempts(mut self, attempts: u32) -> Self {
+        self.options.max_reconnect_attempts = attempts;
+        self
+    }
+
+    /// The longest wait for the server, per HTTP call and per connection attempt
+    /// (default 10 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000")
+    ///     .connection_timeout(Duration::from_secs(3))
+    ///     .build()?;
+    /// assert_eq!(client.options().connection_timeout, Duration::from_secs(3));
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connection_timeout = timeout;
+        self
+    }
+
+    /// Where to keep the session between runs. After a login the session is written there
+    /// (mode 0600, atomically); the next run uses it without a new magic link.
+    /// [`AsyncClient::clear_cached_session`] deletes it.
+    ///
+    /// ```
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000")
+    ///     .session_cache_file("/tmp/roomz-doc-session.json")
+    ///     .build()?;
+    /// assert!(client.options().session_cache_file.is_some());
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn session_cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.options.session_cache_file = Some(path.into());
+        self
+    }
+
+    /// The display name to set on connect. Without it, `ROOMZ_DISPLAY_NAME` is used, else
+    /// `display_name` under `[client]` in `~/.roomz/config.toml`, else none (others then see
+    /// just the email).
+    ///
+    /// ```
+    /// let client = roomz::AsyncClient::builder("http://localhost:8000")
+    ///     .display_name("Alice")
+    ///     .build()?;
+    /// assert_eq!(client.options().display_name.as_deref(), Some("Alice"));
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
+    pub fn display_name(mut self, name: impl Into<String>) -> Self {
+        self.options.display_name = Some(name.into());
+        self.display_name_set = true;
+        self
+    }
+
+    /// Reads the `[client]` section from this file instead of `~/.roomz/config.toml`.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Checks the parameters and makes the client. It does not connect: see
+    /// [`AsyncClient::connect`].
+    pub fn build(self) -> Result<AsyncClient, ClientError> {
+        let mut options = self.options;
+        options.server_url = parse_server_url(&self.server_url)?;
+        if !self.display_name_set {
+            options.display_name = resolve_display_name(
+                std::env::var(DISPLAY_NAME_VAR).ok(),
+                self.config_file.as_deref(),
+            )?;
+        }
+        if let Some(name) = &options.display_name {
+            options.display_name = canonical_display_name(name).map_err(|e| {
+                ClientError::Config { path: PathBuf::from(DISPLAY_NAME_VAR), reason: e.to_string() }
+            })?;
+        }
+        Ok(AsyncClient::from_options(options))
+    }
+}
+
+/// The display name from the environment, else from the configuration file.
+fn resolve_display_name(
+    from_env: Option<String>,
+    config_file: Option<&std::path::Path>,
+) -> Result<Option<String>, ClientError> {
+    if let Some(name) = from_env.filter(|n| !n.trim().is_empty()) {
+        return Ok(Some(name));
+    }
+    match config_file {
+        Some(path) => Ok(config::load(path)?.display_name),
+        None => Ok(None),
+    }
+}
+
+/// Checks a server URL: http or https, with a host, and no query or fragment.
+pub fn parse_server_url(raw: &str) -> Result<Url, ClientError> {
+    let invalid =
+        |reason: &str| ClientError::InvalidUrl { url: raw.to_owned(), reason: reason.to_owned() };
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("use http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it must not have a query or a fragment"));
+    }
+    Ok(url)
+}
+
+/// The URL of `path` on the server (which may live under a path prefix).
+pub fn endpoint(server: &Url, path: &str) -> Url {
+    let mut url = server.clone();
+    let base = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{base}{path}"));
+    url
+}
+
+/// The WebSocket URL: `ws://` for http, `wss://` for https.
+pub fn websocket_url(server: &Url) -> Url {
+    let mut url = endpoint(server, crate::protocol::http::WS_PATH);
+    let scheme = if server.scheme() == "https" { "wss" } else { "ws" };
+    url.set_scheme(scheme).expect("ws and wss are valid schemes for an http URL");
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(parse_server_url("ftp://x").is_err());
+        assert!(parse_server_url("localhost:8000").is_err());
+        let url = parse_server_url("https://chat.example.com/team/").unwrap();
+        assert_eq!(websocket_url(&url).as_str(), "wss://chat.example.com/team/ws");
+        assert_eq!(
+            endpoint(&url, "/auth/verify").as_str(),
+            "https://chat.example.com/team/auth/verify"
+        );
+    }
+
+    #[test]
+    fn display_name_prefers_the_environment_then_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "[client]\ndisplay_name = \"From File\"\n").unwrap();
+        let env = Some("From Env".to_owned());
+        assert_eq!(resolve_display_name(env, Some(&file)).unwrap().as_deref(), Some("From Env"));
+        assert_eq!(resolve_display_name(None, Some(&file)).unwrap().as_deref(), Some("From File"));
+        assert_eq!(resolve_display_name(None, Some(&dir.path().join("none"))).unwrap(), None);
+    }
+
+    #[test]
+    fn defaults_follow_the_reference() {
+        let client = ClientBuilder::new("http://localhost:8000")
+            .config_file("/nonexistent")
+            .build()
+            .unwrap();
+        let o = client.options();
+        assert!(o.reconnect);
+        assert_eq!(o.reconnect_delay, Duration::from_secs(1));
+        assert_eq!(o.max_reconnect_attempts, 5);
+        assert_eq!(o.connection_timeout, Duration::from_secs(10));
+        assert_eq!(o.session_cache_file, None);
+    }
+}

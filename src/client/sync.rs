@@ -1,0 +1,160 @@
+//! `SyncClient`: the same API as [`AsyncClient`], blocking, for programs without an async
+//! runtime of their own. It runs one in a background thread.
+
+use std::time::Duration;
+
+use super::{
+    AsyncClient, ClientBuilder, ClientError, ClientOptions, ConnectionState, Event, Events,
+    HistoryPage, Sent, Session,
+};
+use crate::protocol::http::Me;
+use crate::protocol::{Member, RoomSummary, Seq};
+
+/// A blocking roomz client.
+///
+/// ```no_run
+/// use roomz::SyncClient;
+///
+/// let client = SyncClient::new(
+///     roomz::AsyncClient::builder("http://localhost:8000").session_token("paste the token here"),
+/// )?;
+/// client.connect()?;
+/// let sent = client.send("general", "hello from a script")?;
+/// println!("message {} in {}", sent.seq, sent.room);
+/// # Ok::<(), roomz::client::ClientError>(())
+/// ```
+#[derive(Debug)]
+pub struct SyncClient {
+    client: AsyncClient,
+    events: std::sync::Mutex<Events>,
+    // Declared last: dropped after the client, so the client's task can end on it.
+    runtime: tokio::runtime::Runtime,
+}
+
+impl SyncClient {
+    /// Builds the client from a builder (see [`AsyncClient::builder`] for every parameter).
+    /// Fails inside an async runtime, where blocking would stall it.
+    pub fn new(builder: ClientBuilder) -> Result<Self, ClientError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ClientError::InsideRuntime);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("roomz-client")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                ClientError::Protocol(format!("cannot start the client's runtime: {e}"))
+            })?;
+        let client = builder.build()?;
+        let events = std::sync::Mutex::new(client.events());
+        Ok(Self { client, events, runtime })
+    }
+
+    fn block<T>(&self, work: impl Future<Output = T>) -> Result<T, ClientError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ClientError::InsideRuntime);
+        }
+        Ok(self.runtime.block_on(work))
+    }
+
+    /// The asynchronous client inside, sharing this one's connection.
+    pub fn as_async(&self) -> &AsyncClient {
+        &self.client
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        self.client.options()
+    }
+
+    pub fn has_session(&self) -> Result<bool, ClientError> {
+        self.client.has_session()
+    }
+
+    pub fn request_magic_link(&self, email: &str) -> Result<(), ClientError> {
+        self.block(self.client.request_magic_link(email))?
+    }
+
+    pub fn login(&self, token: &str) -> Result<Session, ClientError> {
+        self.block(self.client.login(token))?
+    }
+
+    pub fn connect(&self) -> Result<(), ClientError> {
+        self.block(self.client.connect())?
+    }
+
+    pub fn clear_cached_session(&self) -> Result<(), ClientError> {
+        self.block(self.client.clear_cached_session())?
+    }
+
+    /// Closes the connection and waits until it is closed.
+    pub fn close(&self) {
+        let _ = self.block(self.client.close());
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        self.client.state()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.client.outbox_len()
+    }
+
+    /// Sends a message and waits for the server's acknowledgement.
+    pub fn send(&self, room: &str, text: &str) -> Result<Sent, ClientError> {
+        let pending = self.client.send(room, text);
+        self.block(pending)?
+    }
+
+    pub fn rooms(&self) -> Result<Vec<RoomSummary>, ClientError> {
+        self.block(self.client.rooms())?
+    }
+
+    pub fn join(&self, room: &str) -> Result<RoomSummary, ClientError> {
+        self.block(self.client.join(room))?
+    }
+
+    pub fn leave(&self, room: &str) -> Result<(), ClientError> {
+        self.block(self.client.leave(room))?
+    }
+
+    pub fn history(
+        &self,
+        room: &str,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<HistoryPage, ClientError> {
+        self.block(self.client.history(room, before, limit))?
+    }
+
+    pub fn members(&self, room: &str) -> Result<Vec<Member>, ClientError> {
+        self.block(self.client.members(room))?
+    }
+
+    pub fn mark_read(&self, room: &str, seq: Seq) -> Result<(), ClientError> {
+        self.client.mark_read(room, seq)
+    }
+
+    pub fn set_display_name(&self, name: Option<&str>) -> Result<Option<String>, ClientError> {
+        self.block(self.client.set_display_name(name))?
+    }
+
+    pub fn me(&self) -> Result<Me, ClientError> {
+        self.block(self.client.me())?
+    }
+
+    /// The next event, waiting at most `timeout`; `None` when none came in time or the
+    /// client is gone.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        let mut events = self.events.lock().expect("events lock");
+        self.block(async { tokio::time::timeout(timeout, events.recv()).await.ok().flatten() })
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for SyncClient {
+    fn drop(&mut self) {
+        self.client.begin_close();
+    }
+}

@@ -1,0 +1,7 @@
+//! Tests of the client library (`AsyncClient`, `SyncClient`) and its examples, against real
+//! servers.
+
+mod api;
+mod blocking;
+mod login;
+mod reliability;
