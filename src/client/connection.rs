@@ -1,10 +1,13 @@
 //! The connection task: one per connected client. It owns the WebSocket, the outbox of
-//! messages waiting for their `ack`, the requests waiting for their answer, and the
-//! per-room cursors; it reconnects with backoff when the connection drops, says `hello`
-//! with the cursors so the server sends exactly what was missed, and sends the outbox
-//! again (the server keeps one copy per message id).
+//! messages waiting for their `ack`, and the requests waiting for their answer; it
+//! reconnects with backoff when the connection drops, says `hello` with the per-room
+//! cursors so the server sends exactly what was missed, and sends the outbox again (the
+//! server keeps one copy per message id).
+//!
+//! Messages leave the outbox in order: the task paces them to the rate the server announced,
+//! and a message the server turned away for a moment holds back the ones after it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,10 +25,10 @@ use url::Url;
 use super::error::ClientError;
 use super::events::{ConnectionState, Event};
 use super::options::ClientOptions;
-use super::session::{SessionCache, root_cause};
+use super::session::{Session, SessionCache, root_cause};
 use crate::protocol::{
-    ClientFrame, ErrorCode, ErrorFrame, Millis, PROTOCOL_VERSION, RoomSummary, Seq, ServerFrame,
-    close_code,
+    ClientFrame, ErrorCode, ErrorFrame, Limits, Millis, PROTOCOL_VERSION, RoomSummary, Seq,
+    ServerFrame, close_code,
 };
 
 pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -33,10 +36,15 @@ pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long the server may stay silent (it pings every 25 s) before the connection counts
 /// as lost.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A connection that held this long resets the count of failed reconnection attempts.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Largest frame the client reads (history pages stay far below it).
 const MAX_FRAME: usize = 16 << 20;
 /// How long a message waits before it is sent again after a transient refusal.
 const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
+/// The client paces itself a little below the server's announced rate, so that network
+/// jitter does not push it over.
+const PACE_MARGIN: f64 = 0.9;
 
 /// A message acknowledged by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,21 +67,26 @@ pub(super) struct Outgoing {
     pub state: Delivery,
 }
 
+impl Outgoing {
+    fn frame(&self) -> ClientFrame {
+        ClientFrame::Send { room: self.room.clone(), id: self.id.clone(), text: self.text.clone() }
+    }
+
+    /// The size of its `send` frame, in bytes.
+    pub fn frame_len(&self) -> usize {
+        self.frame().to_json().len()
+    }
+}
+
 /// Where an outbox message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Delivery {
-    /// To be sent as soon as there is a connection.
+    /// To be sent, in order, as soon as there is a connection.
     Waiting,
     /// Sent on this connection; waiting for its `ack`.
     Sent,
     /// Refused for a while (`rate_limited` and the like): send again at this time.
     RetryAt(Instant),
-}
-
-impl Outgoing {
-    fn frame(&self) -> ClientFrame {
-        ClientFrame::Send { room: self.room.clone(), id: self.id.clone(), text: self.text.clone() }
-    }
 }
 
 /// What the client handle asks of the task.
@@ -85,18 +98,27 @@ pub(super) enum Command {
     },
     /// A frame that has no answer (`mark_read`).
     Fire(ClientFrame),
+    /// Close once the outbox is empty (or after `connection_timeout`).
     Close,
 }
 
 /// What the task and the handles share.
 pub(super) struct Shared {
     pub state: watch::Sender<ConnectionState>,
+    /// Messages handed to `send` and not yet acknowledged or failed.
     pub outbox: AtomicUsize,
     pub events: broadcast::Sender<Event>,
     /// Our email and display name, from the last `welcome` and `name`.
     pub me: Mutex<Option<(String, Option<String>)>>,
-    /// Why the task ended, for calls made after.
+    /// Why the last task ended, for calls made after.
     pub ended: Mutex<Option<ClientError>>,
+    /// The session in use (cleared when the server refuses it).
+    pub session: Mutex<Option<Session>>,
+    /// Per room, the last sequence delivered: kept across reconnects and `connect` calls,
+    /// so a new `hello` asks for exactly what was missed.
+    pub cursors: Mutex<HashMap<String, Seq>>,
+    /// The server's limits, from the last `welcome`.
+    pub limits: Mutex<Option<Limits>>,
 }
 
 impl Shared {
@@ -105,9 +127,13 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    fn set_state(&self, state: ConnectionState) {
+    pub fn set_state(&self, state: ConnectionState) {
         self.state.send_replace(state.clone());
         self.emit(Event::Connection(state));
+    }
+
+    fn cursors(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seq>> {
+        self.cursors.lock().expect("cursor lock")
     }
 }
 
@@ -116,6 +142,7 @@ pub(super) struct Welcome {
     pub email: String,
     pub name: Option<String>,
     pub rooms: Vec<RoomSummary>,
+    pub limits: Limits,
 }
 
 /// Opens the WebSocket with the session.
@@ -151,17 +178,16 @@ pub(super) async fn open(url: &Url, session: &str, timeout: Duration) -> Result<
 /// Says `hello` with the cursors and waits for `welcome`.
 pub(super) async fn greet(
     ws: &mut Ws,
-    since: &HashMap<String, Seq>,
+    since: HashMap<String, Seq>,
     timeout: Duration,
 ) -> Result<Welcome, ClientError> {
-    let hello =
-        ClientFrame::Hello { v: PROTOCOL_VERSION, since: since.clone().into_iter().collect() };
+    let hello = ClientFrame::Hello { v: PROTOCOL_VERSION, since: since.into_iter().collect() };
     let lost = |e: tungstenite::Error| ClientError::Unreachable {
         url: "the WebSocket".into(),
         reason: e.to_string(),
     };
-    ws.send(WsMessage::text(hello.to_json())).await.map_err(lost)?;
     let waiting = async {
+        ws.send(WsMessage::text(hello.to_json())).await.map_err(lost)?;
         let mut refusal = None;
         loop {
             let message = match ws.next().await {
@@ -173,8 +199,8 @@ pub(super) async fn greet(
             };
             match message {
                 WsMessage::Text(text) => match serde_json::from_str::<ServerFrame>(&text) {
-                    Ok(ServerFrame::Welcome { email, name, rooms, .. }) => {
-                        return Ok(Welcome { email, name, rooms });
+                    Ok(ServerFrame::Welcome { email, name, rooms, limits, .. }) => {
+                        return Ok(Welcome { email, name, rooms, limits });
                     }
                     Ok(ServerFrame::Error(error)) => refusal = Some(error),
                     Ok(_) => {}
@@ -193,6 +219,18 @@ pub(super) async fn greet(
     tokio::time::timeout(timeout, waiting)
         .await
         .map_err(|_| ClientError::Timeout { after: timeout })?
+}
+
+/// Opens and greets in one step.
+async fn open_and_greet(
+    url: Url,
+    session: String,
+    since: HashMap<String, Seq>,
+    timeout: Duration,
+) -> Result<(Ws, Welcome), ClientError> {
+    let mut ws = open(&url, &session, timeout).await?;
+    let welcome = greet(&mut ws, since, timeout).await?;
+    Ok((ws, welcome))
 }
 
 /// What a close code means when it ends the session for good.
@@ -224,23 +262,38 @@ enum Ended {
 struct Pending {
     frame: ClientFrame,
     reply: Reply,
+    /// Sent again after a reconnect (its first answer may have been lost).
+    resent: bool,
+}
+
+/// The client's own pacing: a token bucket a little below the server's.
+struct Pace {
+    tokens: f64,
+    at: Instant,
 }
 
 /// The connection task.
 pub(super) struct Task {
-    pub options: ClientOptions,
-    pub ws_url: Url,
-    pub session: String,
-    pub cache: Option<SessionCache>,
-    pub shared: Arc<Shared>,
-    pub commands: mpsc::UnboundedReceiver<Command>,
+    options: ClientOptions,
+    ws_url: Url,
+    session: String,
+    cache: Option<SessionCache>,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
     outbox: VecDeque<Outgoing>,
     pending: BTreeMap<u64, Pending>,
     fires: Vec<ClientFrame>,
-    cursors: HashMap<String, Seq>,
     next_req: u64,
+    /// Reconnection attempts since the connection last held for [`STABLE_AFTER`].
+    failed_attempts: u32,
+    pace: Pace,
+    /// When to try the outbox again (pacing or a refusal).
+    wake_at: Option<Instant>,
+    /// Set by `close`: finish the outbox, then close, by this time.
+    closing_by: Option<Instant>,
     /// The last error frame without a `req` or `id`: it explains the close that follows.
     last_error: Option<ErrorFrame>,
+    last_heard: Instant,
 }
 
 impl Task {
@@ -262,43 +315,39 @@ impl Task {
             outbox: VecDeque::new(),
             pending: BTreeMap::new(),
             fires: Vec::new(),
-            cursors: HashMap::new(),
             next_req: 0,
+            failed_attempts: 0,
+            pace: Pace { tokens: 1.0, at: Instant::now() },
+            wake_at: None,
+            closing_by: None,
             last_error: None,
+            last_heard: Instant::now(),
         }
     }
 
-    /// Runs the connection until the client is closed or gives up.
-    pub async fn run(mut self, mut ws: Ws, welcome: Welcome) {
-        self.welcomed(welcome, true);
-        loop {
-            let reason = match self.serve(&mut ws).await {
-                Ended::Closed => return self.finish(ConnectionState::Closed, ClientError::Closed),
-                Ended::Fatal(error) => return self.give_up(error),
-                Ended::Lost(reason) => reason,
-            };
-            tracing::info!(%reason, "client: connection lost");
-            if !self.options.reconnect {
-                return self.give_up(ClientError::Disconnected);
+    /// Takes in a `welcome`: the identity, the limits, the rooms (reporting rooms joined or
+    /// left elsewhere while we were away), and the state.
+    pub fn welcomed(&mut self, welcome: Welcome, first: bool) {
+        {
+            let mut cursors = self.shared.cursors();
+            if !cursors.is_empty() {
+                let now: HashSet<&str> = welcome.rooms.iter().map(|r| r.name.as_str()).collect();
+                let gone: Vec<String> =
+                    cursors.keys().filter(|r| !now.contains(r.as_str())).cloned().collect();
+                for room in gone {
+                    cursors.remove(&room);
+                    self.shared.emit(Event::Left { room });
+                }
+                for room in welcome.rooms.iter().filter(|r| !cursors.contains_key(&r.name)) {
+                    self.shared.emit(Event::Joined(room.clone()));
+                }
             }
-            match self.reconnect().await {
-                Ok((next, welcome)) => {
-                    ws = next;
-                    self.welcomed(welcome, false);
-                }
-                Err(Ended::Closed) => {
-                    return self.finish(ConnectionState::Closed, ClientError::Closed);
-                }
-                Err(Ended::Fatal(error)) => return self.give_up(error),
-                Err(Ended::Lost(_)) => unreachable!("reconnect ends with a connection or for good"),
+            for room in &welcome.rooms {
+                cursors.entry(room.name.clone()).or_insert(room.last_seq);
             }
         }
-    }
-
-    fn welcomed(&mut self, welcome: Welcome, first: bool) {
-        for room in &welcome.rooms {
-            self.cursors.entry(room.name.clone()).or_insert(room.last_seq);
-        }
+        *self.shared.limits.lock().expect("limits lock") = Some(welcome.limits);
+        self.pace = Pace { tokens: self.burst(), at: Instant::now() };
         *self.shared.me.lock().expect("me lock") =
             Some((welcome.email.clone(), welcome.name.clone()));
         self.shared.set_state(ConnectionState::Connected);
@@ -315,110 +364,204 @@ impl Task {
         });
     }
 
+    /// Runs the connection until the client is closed or gives up.
+    pub async fn run(mut self, mut ws: Ws) {
+        loop {
+            let started = Instant::now();
+            let reason = match self.serve(&mut ws).await {
+                Ended::Closed => return self.finish(ConnectionState::Closed, ClientError::Closed),
+                Ended::Fatal(error) => return self.give_up(error),
+                Ended::Lost(reason) => reason,
+            };
+            tracing::info!(%reason, "client: connection lost");
+            if started.elapsed() >= STABLE_AFTER {
+                self.failed_attempts = 0;
+            }
+            if !self.options.reconnect || self.options.max_reconnect_attempts == 0 {
+                return self.give_up(ClientError::Disconnected);
+            }
+            match self.reconnect().await {
+                Ok((next, welcome)) => {
+                    ws = next;
+                    self.welcomed(welcome, false);
+                }
+                Err(Ended::Closed) => {
+                    return self.finish(ConnectionState::Closed, ClientError::Closed);
+                }
+                Err(Ended::Fatal(error)) => return self.give_up(error),
+                Err(Ended::Lost(_)) => unreachable!("reconnect ends with a connection or for good"),
+            }
+        }
+    }
+
     /// Serves one connection until it ends.
     async fn serve(&mut self, ws: &mut Ws) -> Ended {
+        self.last_heard = Instant::now();
         if let Err(reason) = self.resend(ws).await {
             return Ended::Lost(reason);
         }
         loop {
-            let retry_at = self
-                .outbox
-                .iter()
-                .filter_map(|o| match o.state {
-                    Delivery::RetryAt(at) => Some(at),
-                    _ => None,
-                })
-                .min();
-            let retry = async {
-                match retry_at {
+            if let Some(by) = self.closing_by
+                && (self.outbox.is_empty() || Instant::now() >= by)
+            {
+                let _ = tokio::time::timeout(self.options.connection_timeout, ws.close(None)).await;
+                return Ended::Closed;
+            }
+            let wake = self.wake_at;
+            let woken = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let closing_by = self.closing_by;
+            let closing = async {
+                match closing_by {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
-                command = self.commands.recv() => {
+                command = self.commands.recv(), if self.closing_by.is_none() => {
                     let Some(command) = command else {
-                        let _ = ws.close(None).await;
-                        return Ended::Closed;
+                        self.closing_by = Some(Instant::now() + self.options.connection_timeout);
+                        continue;
                     };
                     if let Err(ended) = self.command(command, Some(ws)).await {
                         return ended;
                     }
                 }
-                next = tokio::time::timeout(IDLE_TIMEOUT, ws.next()) => {
+                next = ws.next() => {
                     let message = match next {
-                        Err(_) => return Ended::Lost("the server went silent".into()),
-                        Ok(None) => return Ended::Lost("the server closed the connection".into()),
-                        Ok(Some(Err(error))) => return Ended::Lost(error.to_string()),
-                        Ok(Some(Ok(message))) => message,
+                        None => return Ended::Lost("the server closed the connection".into()),
+                        Some(Err(error)) => return Ended::Lost(error.to_string()),
+                        Some(Ok(message)) => message,
                     };
+                    self.last_heard = Instant::now();
                     if let Some(ended) = self.message(message) {
                         return ended;
                     }
                 }
-                () = retry => {
+                () = tokio::time::sleep_until(self.last_heard + IDLE_TIMEOUT) => {
+                    return Ended::Lost("the server went silent".into());
+                }
+                () = woken => {
                     if let Err(reason) = self.send_due(ws).await {
                         return Ended::Lost(reason);
                     }
                 }
+                () = closing => {}
             }
+        }
+    }
+
+    /// Writes frames, then flushes, within `connection_timeout`.
+    async fn write(&self, ws: &mut Ws, frames: Vec<String>) -> Result<(), String> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let writing = async {
+            for frame in frames {
+                ws.feed(WsMessage::text(frame)).await?;
+            }
+            ws.flush().await
+        };
+        match tokio::time::timeout(self.options.connection_timeout, writing).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the server stopped taking data".into()),
         }
     }
 
     /// After (re)connecting: the requests still waiting, the frames without answer, and
     /// the outbox, in order.
     async fn resend(&mut self, ws: &mut Ws) -> Result<(), String> {
+        for pending in self.pending.values_mut() {
+            pending.resent = true;
+        }
         let frames: Vec<String> = self
             .pending
             .values()
             .map(|p| p.frame.to_json())
             .chain(self.fires.drain(..).map(|f| f.to_json()))
             .collect();
-        for frame in frames {
-            ws.feed(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
-        }
+        self.write(ws, frames).await?;
         for outgoing in &mut self.outbox {
             outgoing.state = Delivery::Waiting;
         }
         self.send_due(ws).await
     }
 
-    /// Sends every outbox message that may go now.
+    fn burst(&self) -> f64 {
+        let limits = *self.shared.limits.lock().expect("limits lock");
+        limits.map_or(1.0, |l| (f64::from(l.message_burst) * PACE_MARGIN).floor().max(1.0))
+    }
+
+    /// Takes a token from the pacing bucket, or says when one will be there.
+    fn pace(&mut self, now: Instant) -> Result<(), Instant> {
+        let limits = *self.shared.limits.lock().expect("limits lock");
+        let Some(limits) = limits else {
+            return Ok(());
+        };
+        let rate = f64::from(limits.messages_per_second) * PACE_MARGIN;
+        let elapsed = now.saturating_duration_since(self.pace.at).as_secs_f64();
+        self.pace.tokens = (self.pace.tokens + elapsed * rate).min(self.burst());
+        self.pace.at = now;
+        if self.pace.tokens >= 1.0 {
+            self.pace.tokens -= 1.0;
+            return Ok(());
+        }
+        Err(now + Duration::from_secs_f64((1.0 - self.pace.tokens) / rate))
+    }
+
+    /// Sends the outbox messages that may go now, in order: it stops at the first one that
+    /// must wait (a refusal's retry time, or the pace), and so do all after it.
     async fn send_due(&mut self, ws: &mut Ws) -> Result<(), String> {
         let now = Instant::now();
-        let due = |state: Delivery| match state {
-            Delivery::Waiting => true,
-            Delivery::Sent => false,
-            Delivery::RetryAt(at) => at <= now,
-        };
-        for outgoing in self.outbox.iter_mut().filter(|o| due(o.state)) {
-            outgoing.state = Delivery::Sent;
-            ws.feed(WsMessage::text(outgoing.frame().to_json()))
-                .await
-                .map_err(|e| e.to_string())?;
+        self.wake_at = None;
+        let mut frames = Vec::new();
+        for at in 0..self.outbox.len() {
+            match self.outbox[at].state {
+                Delivery::Sent => continue,
+                Delivery::RetryAt(when) if when > now => {
+                    self.wake_at = Some(when);
+                    break;
+                }
+                Delivery::Waiting | Delivery::RetryAt(_) => {}
+            }
+            if let Err(when) = self.pace(now) {
+                self.wake_at = Some(when);
+                break;
+            }
+            self.outbox[at].state = Delivery::Sent;
+            frames.push(self.outbox[at].frame().to_json());
         }
-        ws.flush().await.map_err(|e| e.to_string())
+        self.write(ws, frames).await
     }
 
     /// Handles a command; with a connection, sends what it asks for.
     async fn command(&mut self, command: Command, ws: Option<&mut Ws>) -> Result<(), Ended> {
         let frame = match command {
-            Command::Close => return Err(Ended::Closed),
-            Command::Send(mut outgoing) => {
-                let frame = outgoing.frame();
-                outgoing.state = if ws.is_some() { Delivery::Sent } else { Delivery::Waiting };
-                self.outbox.push_back(outgoing);
-                self.outbox_changed();
-                if ws.is_none() {
+            Command::Close => match ws {
+                Some(_) => {
+                    self.closing_by = Some(Instant::now() + self.options.connection_timeout);
                     return Ok(());
                 }
-                frame
+                None => return Err(Ended::Closed),
+            },
+            Command::Send(outgoing) => {
+                self.outbox.push_back(outgoing);
+                self.outbox_changed();
+                return match ws {
+                    Some(ws) => self.send_due(ws).await.map_err(Ended::Lost),
+                    None => Ok(()),
+                };
             }
             Command::Request { frame, reply } => {
                 self.next_req += 1;
                 let req = self.next_req;
                 let frame = with_req(frame, req);
-                self.pending.insert(req, Pending { frame: frame.clone(), reply });
+                self.pending.insert(req, Pending { frame: frame.clone(), reply, resent: false });
                 frame
             }
             Command::Fire(frame) => {
@@ -429,27 +572,22 @@ impl Task {
                 frame
             }
         };
-        if let Some(ws) = ws
-            && let Err(error) = ws.send(WsMessage::text(frame.to_json())).await
-        {
-            return Err(Ended::Lost(error.to_string()));
+        match ws {
+            Some(ws) => self.write(ws, vec![frame.to_json()]).await.map_err(Ended::Lost),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Handles one WebSocket message from the server.
     fn message(&mut self, message: WsMessage) -> Option<Ended> {
         match message {
-            WsMessage::Text(text) => match serde_json::from_str::<ServerFrame>(&text) {
-                Ok(frame) => {
-                    self.frame(frame);
-                    None
+            WsMessage::Text(text) => {
+                match serde_json::from_str::<ServerFrame>(&text) {
+                    Ok(frame) => self.frame(frame),
+                    Err(error) => tracing::warn!(%error, "client: unreadable frame, ignored"),
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "client: unreadable frame from the server, ignored");
-                    None
-                }
-            },
+                None
+            }
             WsMessage::Close(frame) => {
                 let code = frame.map_or(1005, |f| u16::from(f.code));
                 Some(match close_error(code, self.last_error.as_ref()) {
@@ -464,11 +602,14 @@ impl Task {
     fn frame(&mut self, frame: ServerFrame) {
         match frame {
             ServerFrame::Message(message) => {
-                let cursor = self.cursors.entry(message.room.clone()).or_insert(0);
-                if message.seq <= *cursor {
-                    return;
+                {
+                    let mut cursors = self.shared.cursors();
+                    let cursor = cursors.entry(message.room.clone()).or_insert(0);
+                    if message.seq <= *cursor {
+                        return;
+                    }
+                    *cursor = message.seq;
                 }
-                *cursor = message.seq;
                 self.shared.emit(Event::Message(message));
             }
             ServerFrame::Ack { id, room, seq, ts } => {
@@ -485,42 +626,33 @@ impl Task {
             | ServerFrame::Pong { req } => self.answer(req, frame),
             ServerFrame::Joined { req, ref room } => {
                 let room = room.clone();
-                self.cursors.entry(room.name.clone()).or_insert(room.last_seq);
+                self.shared.cursors().entry(room.name.clone()).or_insert(room.last_seq);
                 self.answer(req, frame);
                 self.shared.emit(Event::Joined(room));
             }
             ServerFrame::Left { req, ref room } => {
                 let room = room.clone();
-                self.cursors.remove(&room);
+                self.shared.cursors().remove(&room);
                 self.answer(req, frame);
                 self.shared.emit(Event::Left { room });
             }
-            ServerFrame::Name { email, name } => {
-                let mine = self
-                    .shared
-                    .me
-                    .lock()
-                    .expect("me lock")
-                    .as_ref()
-                    .is_some_and(|(me, _)| *me == email);
-                if mine {
-                    *self.shared.me.lock().expect("me lock") = Some((email.clone(), name.clone()));
-                    let waiting = self
-                        .pending
-                        .iter()
-                        .find(|(_, p)| matches!(p.frame, ClientFrame::SetName { .. }));
-                    if let Some(&req) = waiting.map(|(req, _)| req) {
-                        let frame = ServerFrame::Name { email: email.clone(), name: name.clone() };
-                        self.answer(Some(req), frame);
-                    }
+            ServerFrame::Name { ref email, ref name, req } => {
+                let (email, name) = (email.clone(), name.clone());
+                let mut me = self.shared.me.lock().expect("me lock");
+                if let Some((mine, current)) = me.as_mut()
+                    && *mine == email
+                {
+                    *current = name.clone();
                 }
+                drop(me);
+                self.answer(req, frame);
                 self.shared.emit(Event::Name { email, name });
             }
             ServerFrame::MemberJoined { room, member } => {
-                self.shared.emit(Event::MemberJoined { room, member })
+                self.shared.emit(Event::MemberJoined { room, member });
             }
             ServerFrame::MemberLeft { room, email } => {
-                self.shared.emit(Event::MemberLeft { room, email })
+                self.shared.emit(Event::MemberLeft { room, email });
             }
             ServerFrame::Presence { room, email, online } => {
                 self.shared.emit(Event::Presence { room, email, online });
@@ -538,9 +670,9 @@ impl Task {
     }
 
     fn server_error(&mut self, error: ErrorFrame) {
-        if let Some(at) =
-            error.id.as_ref().and_then(|id| self.outbox.iter().position(|o| &o.id == id))
-        {
+        let position =
+            error.id.as_ref().and_then(|id| self.outbox.iter().position(|o| &o.id == id));
+        if let Some(at) = position {
             let retry = match error.code {
                 ErrorCode::RateLimited => {
                     Some(Duration::from_millis(error.retry_after_ms.unwrap_or(1000)))
@@ -549,8 +681,12 @@ impl Task {
                 _ => None,
             };
             match retry {
-                // A passing refusal: the message stays in the outbox and goes again later.
-                Some(wait) => self.outbox[at].state = Delivery::RetryAt(Instant::now() + wait),
+                // A passing refusal: the message (and, by order, every later one) waits.
+                Some(wait) => {
+                    let when = Instant::now() + wait;
+                    self.outbox[at].state = Delivery::RetryAt(when);
+                    self.wake_at = Some(self.wake_at.map_or(when, |w| w.min(when)));
+                }
                 None => {
                     let outgoing = self.outbox.remove(at).expect("position is in range");
                     let _ = outgoing.ack.send(Err(rejected(&error)));
@@ -559,14 +695,20 @@ impl Task {
             }
             return;
         }
-        if let Some(pending) = error.req.and_then(|req| self.pending.remove(&req)) {
-            let failure = match error.code {
-                ErrorCode::RateLimited => ClientError::RateLimited {
+        if let Some(req) = error.req
+            && let Some(pending) = self.pending.remove(&req)
+        {
+            let result = match (&pending.frame, error.code) {
+                // A leave sent again after a reconnect: the first one worked.
+                (ClientFrame::Leave { room, .. }, ErrorCode::NotMember) if pending.resent => {
+                    Ok(ServerFrame::Left { req: Some(req), room: room.clone() })
+                }
+                (_, ErrorCode::RateLimited) => Err(ClientError::RateLimited {
                     retry_after: Duration::from_millis(error.retry_after_ms.unwrap_or(1000)),
-                },
-                _ => rejected(&error),
+                }),
+                _ => Err(rejected(&error)),
             };
-            let _ = pending.reply.send(Err(failure));
+            let _ = pending.reply.send(result);
             return;
         }
         self.last_error = Some(error.clone());
@@ -586,35 +728,40 @@ impl Task {
         self.outbox_changed();
     }
 
-    /// Reconnects with backoff, queueing commands while it waits.
+    /// Reconnects with backoff, queueing commands while it waits and while it connects.
     async fn reconnect(&mut self) -> Result<(Ws, Welcome), Ended> {
-        let attempts = self.options.max_reconnect_attempts;
-        for attempt in 1..=attempts {
+        let max = self.options.max_reconnect_attempts;
+        loop {
+            if self.failed_attempts >= max {
+                return Err(Ended::Fatal(ClientError::GaveUp { attempts: max }));
+            }
+            self.failed_attempts += 1;
+            let attempt = self.failed_attempts;
             let delay = backoff(&self.options, attempt);
             self.shared.set_state(ConnectionState::Reconnecting { attempt, delay });
-            self.wait_queueing(delay).await?;
+            let until = Instant::now() + delay;
+            self.take_commands_until(std::pin::pin!(tokio::time::sleep_until(until))).await?;
+            let since = self.shared.cursors().clone();
             let timeout = self.options.connection_timeout;
-            let opened = match open(&self.ws_url, &self.session, timeout).await {
-                Ok(mut ws) => {
-                    greet(&mut ws, &self.cursors, timeout).await.map(|welcome| (ws, welcome))
-                }
-                Err(error) => Err(error),
-            };
-            match opened {
+            let connecting =
+                open_and_greet(self.ws_url.clone(), self.session.clone(), since, timeout);
+            match self.take_commands_until(std::pin::pin!(connecting)).await? {
                 Ok(connection) => return Ok(connection),
                 Err(error) if error.needs_login() => return Err(Ended::Fatal(error)),
                 Err(error) => tracing::info!(attempt, %error, "client: reconnection failed"),
             }
         }
-        Err(Ended::Fatal(ClientError::GaveUp { attempts }))
     }
 
-    /// Waits, while taking commands into the outbox and the request queue.
-    async fn wait_queueing(&mut self, delay: Duration) -> Result<(), Ended> {
-        let until = Instant::now() + delay;
+    /// Waits for `work` while taking commands into the outbox and the request queue; a
+    /// `close` ends the wait.
+    async fn take_commands_until<T>(
+        &mut self,
+        mut work: std::pin::Pin<&mut impl Future<Output = T>>,
+    ) -> Result<T, Ended> {
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(until) => return Ok(()),
+                done = &mut work => return Ok(done),
                 command = self.commands.recv() => match command {
                     None => return Err(Ended::Closed),
                     Some(command) => self.command(command, None).await?,
@@ -624,11 +771,13 @@ impl Task {
     }
 
     fn give_up(self, error: ClientError) {
-        if error.needs_login()
-            && let Some(cache) = &self.cache
-            && let Err(clear) = cache.clear()
-        {
-            tracing::warn!(%clear, "client: cannot delete the rejected cached session");
+        if error.needs_login() {
+            *self.shared.session.lock().expect("session lock") = None;
+            if let Some(cache) = &self.cache
+                && let Err(clear) = cache.clear_if_for(&self.options.server_url)
+            {
+                tracing::warn!(%clear, "client: cannot delete the rejected cached session");
+            }
         }
         let state = ConnectionState::GaveUp { reason: error.to_string() };
         self.finish(state, error);
@@ -666,9 +815,8 @@ fn rejected(error: &ErrorFrame) -> ClientError {
 /// The wait before reconnection attempt `attempt` (from 1): the initial delay doubled per
 /// attempt, capped, then between half and all of that at random ("equal jitter").
 pub(super) fn backoff(options: &ClientOptions, attempt: u32) -> Duration {
-    let doubled =
-        options.reconnect_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-    let capped = doubled.min(options.max_reconnect_delay);
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let capped = options.reconnect_delay.saturating_mul(factor).min(options.max_reconnect_delay);
     let mut random = [0u8; 8];
     let fraction = match getrandom::fill(&mut random) {
         Ok(()) => (u64::from_le_bytes(random) >> 11) as f64 / (1u64 << 53) as f64,
@@ -708,7 +856,7 @@ mod tests {
             .unwrap()
             .options()
             .clone();
-        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (9, 10)] {
+        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (9, 10), (60, 10)] {
             let full = Duration::from_secs(full);
             for _ in 0..20 {
                 let delay = backoff(&options, attempt);

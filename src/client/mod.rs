@@ -40,13 +40,15 @@ mod options;
 mod session;
 mod sync;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use url::Url;
 
 pub use self::connection::Sent;
@@ -59,7 +61,10 @@ use self::session::{Api, SessionCache};
 pub use self::sync::SyncClient;
 use crate::protocol::http::Me;
 use crate::protocol::text::{canonical_email, canonical_room};
-use crate::protocol::{ClientFrame, Member, Message, RoomSummary, Seq, ServerFrame};
+use crate::protocol::{ClientFrame, ErrorCode, Member, Message, RoomSummary, Seq, ServerFrame};
+
+/// The frame limit assumed before the server announced its own.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// A roomz client for async (tokio) programs. Cheap to clone: clones share one connection.
 #[derive(Clone)]
@@ -71,9 +76,12 @@ struct Inner {
     options: ClientOptions,
     api: Api,
     cache: Option<SessionCache>,
-    session: Mutex<Option<Session>>,
     shared: Arc<Shared>,
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    /// The connection task, awaited by `close`.
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The `session_token` option was traded already (it works once).
+    token_spent: AtomicBool,
     /// Keeps the state channel open for `state()` before and after the task.
     state: watch::Receiver<ConnectionState>,
 }
@@ -117,13 +125,17 @@ impl AsyncClient {
             events,
             me: Mutex::new(None),
             ended: Mutex::new(None),
+            session: Mutex::new(None),
+            cursors: Mutex::new(HashMap::new()),
+            limits: Mutex::new(None),
         });
         let inner = Inner {
             api: Api::new(options.server_url.clone(), options.connection_timeout),
             cache: options.session_cache_file.clone().map(SessionCache::new),
-            session: Mutex::new(None),
             shared,
             commands: Mutex::new(None),
+            task: tokio::sync::Mutex::new(None),
+            token_spent: AtomicBool::new(false),
             state: state_rx,
             options,
         };
@@ -138,9 +150,10 @@ impl AsyncClient {
     /// Whether the client can connect without a new magic link: it has a session, a
     /// `session_token` to trade, or a cached session for this server.
     pub fn has_session(&self) -> Result<bool, ClientError> {
-        if self.inner.session.lock().expect("session lock").is_some()
-            || self.inner.options.session_token.is_some()
-        {
+        let in_hand = self.inner.shared.session.lock().expect("session lock").is_some();
+        let token = self.inner.options.session_token.is_some()
+            && !self.inner.token_spent.load(Ordering::SeqCst);
+        if in_hand || token {
             return Ok(true);
         }
         match &self.inner.cache {
@@ -166,25 +179,36 @@ impl AsyncClient {
         if let Some(cache) = &self.inner.cache {
             cache.save(&session)?;
         }
-        *self.inner.session.lock().expect("session lock") = Some(session.clone());
+        *self.inner.shared.session.lock().expect("session lock") = Some(session.clone());
         Ok(session)
     }
 
     /// The session to connect with: the one in hand, the `session_token` traded now, or
-    /// the cached one.
+    /// the cached one. A token that no longer works (used already, say, by an earlier run)
+    /// falls back to the cached session.
     async fn session(&self) -> Result<Session, ClientError> {
-        if let Some(session) = self.inner.session.lock().expect("session lock").clone() {
+        if let Some(session) = self.inner.shared.session.lock().expect("session lock").clone() {
             return Ok(session);
         }
-        if let Some(token) = &self.inner.options.session_token {
-            return self.login(token).await;
-        }
+        let unspent = !self.inner.token_spent.swap(true, Ordering::SeqCst);
+        let token = self.inner.options.session_token.as_ref().filter(|_| unspent);
+        let traded = match token {
+            Some(token) => match self.login(token).await {
+                Err(ClientError::InvalidToken) => Err(ClientError::InvalidToken),
+                other => return other,
+            },
+            None => Err(ClientError::NotLoggedIn),
+        };
         let cached = match &self.inner.cache {
             Some(cache) => cache.load(&self.inner.options.server_url)?,
             None => None,
         };
-        let session = cached.ok_or(ClientError::NotLoggedIn)?;
-        *self.inner.session.lock().expect("session lock") = Some(session.clone());
+        let session = match (cached, traded) {
+            (Some(session), _) => session,
+            (None, Err(error)) => return Err(error),
+            (None, Ok(session)) => session,
+        };
+        *self.inner.shared.session.lock().expect("session lock") = Some(session.clone());
         Ok(session)
     }
 
@@ -192,6 +216,7 @@ impl AsyncClient {
     /// `welcome`. From then on the client keeps the connection up by itself. A session the
     /// server refuses is [`ClientError::SessionExpired`] (and is removed from the cache).
     pub async fn connect(&self) -> Result<(), ClientError> {
+        let mut task = self.inner.task.lock().await;
         let running = self
             .inner
             .commands
@@ -202,13 +227,18 @@ impl AsyncClient {
         if running {
             return Ok(());
         }
+        // A task that is still closing finishes first: two would share one outbox count.
+        if let Some(previous) = task.take() {
+            let _ = previous.await;
+        }
         let session = self.session().await?;
         let ws_url = options::websocket_url(&self.inner.options.server_url);
         let timeout = self.inner.options.connection_timeout;
+        let since = self.inner.shared.cursors.lock().expect("cursor lock").clone();
         let opened = match connection::open(&ws_url, &session.session, timeout).await {
-            Ok(mut ws) => connection::greet(&mut ws, &Default::default(), timeout)
-                .await
-                .map(|welcome| (ws, welcome)),
+            Ok(mut ws) => {
+                connection::greet(&mut ws, since, timeout).await.map(|welcome| (ws, welcome))
+            }
             Err(error) => Err(error),
         };
         let (ws, welcome) = match opened {
@@ -221,7 +251,7 @@ impl AsyncClient {
             }
         };
         let (commands, receiver) = mpsc::unbounded_channel();
-        let task = Task::new(
+        let mut connection = Task::new(
             self.inner.options.clone(),
             ws_url,
             session.session,
@@ -229,16 +259,18 @@ impl AsyncClient {
             self.inner.shared.clone(),
             receiver,
         );
+        // Before returning: `identity()` and `state()` are right once `connect` is done.
+        connection.welcomed(welcome, true);
         *self.inner.shared.ended.lock().expect("ended lock") = None;
         *self.inner.commands.lock().expect("commands lock") = Some(commands);
-        tokio::spawn(task.run(ws, welcome));
+        *task = Some(tokio::spawn(connection.run(ws)));
         Ok(())
     }
 
     fn forget_session(&self) -> Result<(), ClientError> {
-        *self.inner.session.lock().expect("session lock") = None;
+        *self.inner.shared.session.lock().expect("session lock") = None;
         match &self.inner.cache {
-            Some(cache) => cache.clear(),
+            Some(cache) => cache.clear_if_for(&self.inner.options.server_url),
             None => Ok(()),
         }
     }
@@ -249,23 +281,24 @@ impl AsyncClient {
         self.forget_session()
     }
 
-    /// Closes the connection and waits until it is closed. Messages still in the outbox
-    /// fail with [`ClientError::Closed`].
+    /// Closes the connection once the outbox is empty (waiting at most
+    /// `connection_timeout` for the server's acknowledgements), and waits until it is
+    /// closed. Messages still unacknowledged then fail with [`ClientError::Closed`].
     pub async fn close(&self) {
-        if !self.begin_close() {
+        self.begin_close();
+        let Some(mut task) = self.inner.task.lock().await.take() else {
             return;
+        };
+        let patience = self.inner.options.connection_timeout * 2;
+        if tokio::time::timeout(patience, &mut task).await.is_err() {
+            task.abort();
         }
-        let mut state = self.inner.state.clone();
-        let closed = state
-            .wait_for(|s| matches!(s, ConnectionState::Closed | ConnectionState::GaveUp { .. }));
-        let _ = tokio::time::timeout(self.inner.options.connection_timeout, closed).await;
     }
 
-    /// Asks the connection to close, without waiting. False when it was not open.
-    fn begin_close(&self) -> bool {
-        match self.inner.commands.lock().expect("commands lock").take() {
-            Some(commands) => commands.send(Command::Close).is_ok(),
-            None => false,
+    /// Asks the connection to close, without waiting.
+    fn begin_close(&self) {
+        if let Some(commands) = self.inner.commands.lock().expect("commands lock").take() {
+            let _ = commands.send(Command::Close);
         }
     }
 
@@ -312,6 +345,18 @@ impl AsyncClient {
         let room = canonical_room(room).unwrap_or_else(|_| room.to_owned());
         let outgoing =
             Outgoing { room, id: id.clone(), text: text.to_owned(), ack, state: Delivery::Waiting };
+        // Too big for a frame: the server would refuse it, or drop the connection each time
+        // it went out again.
+        let limits = *self.inner.shared.limits.lock().expect("limits lock");
+        let max = limits.map_or(MAX_FRAME_BYTES, |l| l.max_frame_bytes);
+        let size = outgoing.frame_len();
+        if size > max {
+            let refused = Some(ClientError::Rejected {
+                code: ErrorCode::FrameTooLarge,
+                message: format!("the message takes {size} bytes; the server takes at most {max}"),
+            });
+            return PendingSend { id, receiver, refused, client: self.clone() };
+        }
         // Counted before it is handed over, so `outbox_len` is right when `send` returns;
         // the connection task counts it down when it leaves the outbox.
         self.inner.shared.outbox.fetch_add(1, Ordering::SeqCst);

@@ -14,7 +14,7 @@ use crate::protocol::text::canonical_display_name;
 pub const DISPLAY_NAME_VAR: &str = "ROOMZ_DISPLAY_NAME";
 
 /// Every parameter of a client. Build one with [`AsyncClient::builder`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ClientOptions {
     /// Base URL of the server, such as `https://chat.example.com`.
@@ -38,6 +38,22 @@ pub struct ClientOptions {
     /// The display name to set on connect: this parameter, else `ROOMZ_DISPLAY_NAME`, else
     /// `display_name` under `[client]` in `~/.roomz/config.toml`.
     pub display_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("server_url", &self.server_url.as_str())
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field("reconnect", &self.reconnect)
+            .field("reconnect_delay", &self.reconnect_delay)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("session_cache_file", &self.session_cache_file)
+            .field("display_name", &self.display_name)
+            .finish()
+    }
 }
 
 /// Builds an [`AsyncClient`]. Every setter has the default of the configuration reference.
@@ -292,6 +308,12 @@ mod tests {
         assert_eq!(resolve_display_name(env, Some(&file)).unwrap().as_deref(), Some("From Env"));
         assert_eq!(resolve_display_name(None, Some(&file)).unwrap().as_deref(), Some("From File"));
         assert_eq!(resolve_display_name(None, Some(&dir.path().join("none"))).unwrap(), None);
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let builder = ClientBuilder::new("http://localhost:8000").session_token("secret-token");
+        assert!(!format!("{builder:?}").contains("secret-token"));
     }
 
     #[test]

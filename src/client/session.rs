@@ -189,22 +189,25 @@ impl SessionCache {
             self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         create_private_dir(dir).map_err(|e| self.error(e))?;
         let json = serde_json::to_vec_pretty(session).map_err(|e| self.error(e))?;
-        let temporary = dir.join(format!(
-            ".{}.{}.tmp",
-            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("session"),
-            std::process::id()
-        ));
-        let written = (|| {
-            let mut file = private_file(&temporary)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &self.path)
-        })();
-        if let Err(error) = written {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(self.error(error));
-        }
+        // A fresh file with a random name, created exclusively and readable only by its
+        // owner (tempfile's default): no one can plant a file or a link in its place.
+        let mut file = tempfile::Builder::new()
+            .prefix(".session-")
+            .tempfile_in(dir)
+            .map_err(|e| self.error(e))?;
+        file.write_all(&json).map_err(|e| self.error(e))?;
+        file.as_file().sync_all().map_err(|e| self.error(e))?;
+        file.persist(&self.path).map_err(|e| self.error(e.error))?;
         Ok(())
+    }
+
+    /// Deletes the cache if it holds a session for `server` (a session of another server
+    /// is left alone). A missing or unreadable file is left as it is.
+    pub fn clear_if_for(&self, server: &Url) -> Result<(), ClientError> {
+        match self.load(server) {
+            Ok(Some(_)) => self.clear(),
+            _ => Ok(()),
+        }
     }
 
     /// Deletes the cache (logging out). A missing file is fine.
@@ -215,17 +218,6 @@ impl SessionCache {
             Err(error) => Err(self.error(error)),
         }
     }
-}
-
-#[cfg(unix)]
-fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
-}
-
-#[cfg(not(unix))]
-fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
 }
 
 #[cfg(unix)]

@@ -27,8 +27,8 @@ use crate::protocol::{Member, RoomSummary, Seq};
 pub struct SyncClient {
     client: AsyncClient,
     events: std::sync::Mutex<Events>,
-    // Declared last: dropped after the client, so the client's task can end on it.
-    runtime: tokio::runtime::Runtime,
+    /// Taken when the client is dropped, to shut it down the right way for the context.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl SyncClient {
@@ -48,14 +48,13 @@ impl SyncClient {
             })?;
         let client = builder.build()?;
         let events = std::sync::Mutex::new(client.events());
-        Ok(Self { client, events, runtime })
+        Ok(Self { client, events, runtime: Some(runtime) })
     }
 
     fn block<T>(&self, work: impl Future<Output = T>) -> Result<T, ClientError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(ClientError::InsideRuntime);
-        }
-        Ok(self.runtime.block_on(work))
+        inside_runtime()?;
+        let runtime = self.runtime.as_ref().ok_or(ClientError::Closed)?;
+        Ok(runtime.block_on(work))
     }
 
     /// The asynchronous client inside, sharing this one's connection.
@@ -102,6 +101,8 @@ impl SyncClient {
 
     /// Sends a message and waits for the server's acknowledgement.
     pub fn send(&self, room: &str, text: &str) -> Result<Sent, ClientError> {
+        // Checked first: inside a runtime nothing is sent at all.
+        inside_runtime()?;
         let pending = self.client.send(room, text);
         self.block(pending)?
     }
@@ -132,6 +133,7 @@ impl SyncClient {
     }
 
     pub fn mark_read(&self, room: &str, seq: Seq) -> Result<(), ClientError> {
+        inside_runtime()?;
         self.client.mark_read(room, seq)
     }
 
@@ -153,8 +155,27 @@ impl SyncClient {
     }
 }
 
+/// Blocking inside an async runtime would stall it (or panic): refuse instead.
+fn inside_runtime() -> Result<(), ClientError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Err(ClientError::InsideRuntime),
+        Err(_) => Ok(()),
+    }
+}
+
 impl Drop for SyncClient {
     fn drop(&mut self) {
-        self.client.begin_close();
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        if inside_runtime().is_ok() {
+            // Let the connection finish its outbox and close cleanly.
+            runtime.block_on(self.client.close());
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        } else {
+            // Dropped inside async code: no blocking allowed there.
+            self.client.begin_close();
+            runtime.shutdown_background();
+        }
     }
 }

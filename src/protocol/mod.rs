@@ -146,8 +146,14 @@ pub enum ServerFrame {
     Presence { room: String, email: String, online: bool },
     /// Your read marker in `room` moved to `seq` (from this or another of your connections).
     Read { room: String, seq: Seq },
-    /// A user's display name changed (`null`: they cleared it).
-    Name { email: String, name: Option<String> },
+    /// A user's display name changed (`null`: they cleared it). `req` only goes to the
+    /// connection that asked.
+    Name {
+        email: String,
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+    },
     /// The answer to `ping`.
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +267,9 @@ pub enum ErrorCode {
     TooSlow,
     /// The server is shutting down; reconnect later.
     ShuttingDown,
+    /// A code this build does not know (from a newer server).
+    #[serde(other)]
+    Unknown,
 }
 
 /// In rooms with more online members than this, presence changes are not pushed.
@@ -340,5 +349,8 @@ mod tests {
             serde_json::from_str::<ClientFrame>(r#"{"type":"mark_read","room":"a","seq":-1}"#)
                 .is_err()
         );
+        let newer = r#"{"type":"error","code":"from_the_future","message":"m","req":3}"#;
+        let ServerFrame::Error(error) = serde_json::from_str(newer).unwrap() else { panic!() };
+        assert_eq!((error.code, error.req), (ErrorCode::Unknown, Some(3)));
     }
 }

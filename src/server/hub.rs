@@ -396,11 +396,11 @@ impl Hub {
         }
     }
 
-    /// Sends a frame to every open connection.
-    pub fn broadcast(&self, frame: &ServerFrame) {
+    /// Sends a frame to every open connection but one.
+    pub fn broadcast_except(&self, except: u64, frame: &ServerFrame) {
         let bytes: Utf8Bytes = frame.to_json().into();
         let inner = self.read();
-        for conn in inner.users.values().flatten() {
+        for conn in inner.users.values().flatten().filter(|c| c.id != except) {
             conn.push(Outbound::Frame(bytes.clone()));
         }
     }

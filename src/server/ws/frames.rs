@@ -181,7 +181,7 @@ impl Connection {
             ClientFrame::Leave { req, room } => self.leave(req, &room).await,
             ClientFrame::Members { req, room } => self.members(req, &room).await,
             ClientFrame::MarkRead { room, seq } => self.mark_read(&room, seq).await,
-            ClientFrame::SetName { name, .. } => self.set_name(name.as_deref()).await,
+            ClientFrame::SetName { req, name } => self.set_name(req, name.as_deref()).await,
             ClientFrame::Ping { req } => {
                 self.conn.send(&ServerFrame::Pong { req });
                 Ok(())
@@ -374,14 +374,16 @@ impl Connection {
         Ok(())
     }
 
-    async fn set_name(&mut self, name: Option<&str>) -> Handled {
+    async fn set_name(&mut self, req: Option<u64>, name: Option<&str>) -> Handled {
         let name = canonical_display_name(name.unwrap_or_default())
             .map_err(|e| fail(ErrorCode::InvalidName, e.message()))?;
         let email = &self.session.email;
         self.state.store.set_display_name(email, name.as_deref()).await?;
         self.state.names.set(email, name.clone());
         tracing::info!(email = %email, "user: display name changed");
-        self.state.hub.broadcast(&ServerFrame::Name { email: email.to_string(), name });
+        let changed = ServerFrame::Name { email: email.to_string(), name: name.clone(), req: None };
+        self.state.hub.broadcast_except(self.conn.id, &changed);
+        self.conn.send(&ServerFrame::Name { email: email.to_string(), name, req });
         Ok(())
     }
 }

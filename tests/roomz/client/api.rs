@@ -168,5 +168,18 @@ async fn the_echo_bot_example_answers() {
     .await
     .expect("the bot answered");
     assert_eq!(echo, "echo: hello bot");
+    // The bot knows its own messages: it never answers its echo.
+    let more = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            if let Some(Event::Message(m)) = events.recv().await
+                && m.author == BOB
+                && m.text.starts_with("echo: echo: ")
+            {
+                return m.text;
+            }
+        }
+    })
+    .await;
+    assert!(more.is_err(), "the bot echoed itself: {more:?}");
     bot.kill().await.unwrap();
 }

@@ -32,6 +32,13 @@ fn a_plain_thread_sends_reads_history_and_events() {
         }
     }
     assert!(saw_message, "the message event reached the blocking client");
+
+    // Inside a runtime it refuses, and sends nothing.
+    let inside = tokio::runtime::Runtime::new().unwrap();
+    let refused = inside.block_on(async { client.send("general", "from inside") });
+    assert_eq!(refused.unwrap_err(), ClientError::InsideRuntime);
+    assert_eq!(client.outbox_len(), 0);
+    assert_eq!(client.history("general", None, 10).unwrap().messages.len(), 1);
     drop(client);
     runtime.block_on(server.handle.shutdown());
 }

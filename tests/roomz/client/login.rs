@@ -133,7 +133,14 @@ async fn an_expired_cached_session_is_a_clear_error_and_is_forgotten() {
 #[tokio::test]
 async fn a_session_that_expires_while_connected_ends_without_reconnecting() {
     let server = TestServer::start_with(&[("JWT_EXPIRY_DAYS", "1")]).await;
-    let client = server.client(ALICE).await;
+    let cache = server.dir.path().join("session.json");
+    let client = AsyncClient::builder(&server.base_url())
+        .session_token(server.fresh_link(ALICE).await)
+        .session_cache_file(&cache)
+        .build()
+        .unwrap();
+    client.connect().await.unwrap();
+    assert!(cache.exists());
     let mut events = client.events();
     server.clock.advance(Duration::from_secs(24 * 3600 + 1));
     assert_eq!(client.rooms().await, Err(ClientError::SessionExpired));
@@ -145,6 +152,8 @@ async fn a_session_that_expires_while_connected_ends_without_reconnecting() {
     .await;
     assert_eq!(reason, "session expired: request a new link");
     assert_eq!(client.send("general", "too late").await, Err(ClientError::SessionExpired));
+    assert!(!cache.exists(), "the refused session is removed from the cache");
+    assert!(!client.has_session().unwrap());
 }
 
 #[tokio::test]

@@ -130,26 +130,31 @@ async fn the_client_gives_up_after_its_attempts_and_says_so() {
     let client = AsyncClient::builder(&server.base_url())
         .session_token(link)
         .reconnect_delay(Duration::from_millis(20))
-        .max_reconnect_attempts(2)
+        .max_reconnect_delay(Duration::from_secs(10))
+        .max_reconnect_attempts(4)
         .build()
         .unwrap();
     let mut events = client.events();
     client.connect().await.unwrap();
     let _stopped = server.stop().await;
-    let mut attempts = Vec::new();
+    let mut delays = Vec::new();
     let reason = event(&mut events, |e| match e {
         Event::Connection(ConnectionState::Reconnecting { attempt, delay }) => {
-            assert!(delay <= Duration::from_millis(40), "{delay:?}");
-            attempts.push(attempt);
+            delays.push((attempt, delay));
             None
         }
         Event::Connection(ConnectionState::GaveUp { reason }) => Some(reason),
         _ => None,
     })
     .await;
-    assert_eq!(attempts, [1, 2]);
-    assert_eq!(reason, "disconnected: gave up after 2 reconnection attempts");
-    assert_eq!(client.send("general", "anyone?").await, Err(ClientError::GaveUp { attempts: 2 }));
+    // Each wait is between half and all of 20 ms doubled per attempt.
+    assert_eq!(delays.iter().map(|(a, _)| *a).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    for (attempt, delay) in &delays {
+        let full = Duration::from_millis(20 * 2u64.pow(attempt - 1));
+        assert!(*delay >= full / 2 && *delay <= full, "attempt {attempt}: {delay:?}");
+    }
+    assert_eq!(reason, "disconnected: gave up after 4 reconnection attempts");
+    assert_eq!(client.send("general", "anyone?").await, Err(ClientError::GaveUp { attempts: 4 }));
 }
 
 #[tokio::test]
@@ -169,4 +174,55 @@ async fn without_reconnect_a_drop_ends_the_client() {
     })
     .await;
     assert_eq!(client.rooms().await, Err(ClientError::Disconnected));
+}
+
+#[tokio::test]
+async fn under_a_strict_rate_limit_messages_stay_in_order() {
+    let server =
+        TestServer::start_with(&[("ROOMZ_MESSAGES_PER_SECOND", "5"), ("ROOMZ_MESSAGE_BURST", "3")])
+            .await;
+    let alice = server.client(ALICE).await;
+    let pending: Vec<_> = (0..12).map(|i| alice.send("general", &format!("r{i}"))).collect();
+    let mut seqs = Vec::new();
+    for ack in pending {
+        seqs.push(ack.await.unwrap().seq);
+    }
+    assert_eq!(seqs, (1..=12).collect::<Vec<u64>>(), "paced to the server's rate, in order");
+    let page = alice.history("general", None, 20).await.unwrap();
+    let texts: Vec<_> = page.messages.iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, (0..12).map(|i| format!("r{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn close_delivers_the_outbox_first_and_a_new_connect_catches_up() {
+    let server = TestServer::start().await;
+    let alice = server.client(ALICE).await;
+    let bob = server.client(BOB).await;
+    let last_words = alice.send("general", "sent just before closing");
+    alice.close().await;
+    assert_eq!(last_words.await.unwrap().seq, 1, "close waited for the acknowledgement");
+    assert_eq!(alice.state(), ConnectionState::Closed);
+
+    for i in 0..3 {
+        bob.send("general", &format!("while alice was away {i}")).await.unwrap();
+    }
+    let mut events = alice.events();
+    alice.connect().await.unwrap();
+    let mut missed = Vec::new();
+    while missed.last().map(String::as_str) != Some("while alice was away 2") {
+        let text = event(&mut events, |e| match e {
+            Event::Message(m) => Some(m.text),
+            _ => None,
+        })
+        .await;
+        missed.push(text);
+    }
+    // Her own last message comes first if its event had not reached her before she closed.
+    if missed[0] == "sent just before closing" {
+        missed.remove(0);
+    }
+    assert_eq!(
+        missed,
+        ["while alice was away 0", "while alice was away 1", "while alice was away 2"]
+    );
 }

@@ -24,7 +24,7 @@ async fn two_users_chat_with_names() {
         .await;
     let renamed = alice
         .wait_for(|f| match f {
-            ServerFrame::Name { email, name } if email == BOB => Some(name.clone()),
+            ServerFrame::Name { email, name, .. } if email == BOB => Some(name.clone()),
             _ => None,
         })
         .await;
