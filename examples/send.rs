@@ -49,9 +49,10 @@ async fn send(server: &str, room: &str, text: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// `ROOMZ_SESSION_FILE`, else the library's default, `~/.roomz/session.json`.
 fn session_file() -> PathBuf {
-    match std::env::var_os("ROOMZ_SESSION_FILE") {
-        Some(path) => PathBuf::from(path),
-        None => std::env::home_dir().unwrap_or_default().join(".roomz").join("session.json"),
-    }
+    std::env::var_os("ROOMZ_SESSION_FILE")
+        .map(PathBuf::from)
+        .or_else(roomz::client::config::default_session_file)
+        .unwrap_or_else(|| PathBuf::from("session.json"))
 }

@@ -1,5 +1,6 @@
-//! The client configuration file, `~/.roomz/config.toml`: its `[client]` section, read by
-//! the library and by `roomz chat`. config.example.toml documents every key.
+//! The client's files under `~/.roomz/`: the configuration file `config.toml` (its
+//! `[client]` section, read by the library and by `roomz chat`; config.example.toml documents
+//! every key) and the default place of the session cache.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,12 @@ struct ConfigFile {
 /// The path of the configuration file: `~/.roomz/config.toml` (`None` without a home).
 pub fn default_path() -> Option<PathBuf> {
     directories::BaseDirs::new().map(|dirs| dirs.home_dir().join(".roomz").join("config.toml"))
+}
+
+/// Where `roomz chat` and the examples keep the session: `~/.roomz/session.json`
+/// (`None` without a home).
+pub fn default_session_file() -> Option<PathBuf> {
+    directories::BaseDirs::new().map(|dirs| dirs.home_dir().join(".roomz").join("session.json"))
 }
 
 /// Reads the `[client]` section of `path`. A missing file is an empty section; a file that

@@ -407,20 +407,6 @@ impl Task {
                 let _ = tokio::time::timeout(self.options.connection_timeout, ws.close(None)).await;
                 return Ended::Closed;
             }
-            let wake = self.wake_at;
-            let woken = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let closing_by = self.closing_by;
-            let closing = async {
-                match closing_by {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 command = self.commands.recv(), if self.closing_by.is_none() => {
                     let Some(command) = command else {
@@ -445,12 +431,12 @@ impl Task {
                 () = tokio::time::sleep_until(self.last_heard + IDLE_TIMEOUT) => {
                     return Ended::Lost("the server went silent".into());
                 }
-                () = woken => {
+                () = sleep_until(self.wake_at) => {
                     if let Err(reason) = self.send_due(ws).await {
                         return Ended::Lost(reason);
                     }
                 }
-                () = closing => {}
+                () = sleep_until(self.closing_by) => {}
             }
         }
     }
@@ -805,6 +791,14 @@ impl Task {
         }
         self.outbox_changed();
         self.shared.set_state(state);
+    }
+}
+
+/// Sleeps until `at`; without a time, forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
