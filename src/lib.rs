@@ -3,7 +3,8 @@
 //! One crate holds the three parts, which meet only in [`protocol`]:
 //! - [`protocol`]: the frames, HTTP bodies, limits and text rules both sides share;
 //! - [`server`]: `roomz serve`, the HTTP and WebSocket server on SQLite;
-//! - [`client`]: [`AsyncClient`] and [`SyncClient`], for `roomz chat`, bots and scripts.
+//! - [`client`]: [`AsyncClient`] and [`SyncClient`], for `roomz chat`, bots and scripts;
+//! - [`tui`]: `roomz chat`, the terminal client, built on [`client`].
 
 // The library never writes to the terminal itself: it returns values and logs with
 // `tracing`. (The binary, the examples and the benches do print.)
@@ -12,5 +13,6 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod tui;
 
 pub use client::{AsyncClient, SyncClient};

@@ -26,11 +26,44 @@ enum Command {
         #[arg(long, value_name = "IP:PORT")]
         bind: Option<String>,
     },
+    /// Open the full-screen chat: log in with a magic link once, then chat.
+    #[command(after_help = CHAT_HELP)]
+    Chat {
+        /// The server [env: ROOMZ_SERVER] [default: server_url under [client] in
+        /// ~/.roomz/config.toml, else http://127.0.0.1:8000]
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
 }
+
+const CHAT_HELP: &str = "\
+Files: ~/.roomz/config.toml (settings; see config.example.toml), ~/.roomz/session.json (the
+session, kept after the first login), ~/.cache/roomz/chat.log (the log; RUST_LOG filters it).
+ROOMZ_DISPLAY_NAME sets your display name. In the chat, F1 or /help lists keys and commands.";
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { bind } => serve(bind),
+        Command::Chat { server } => chat(server),
+    }
+}
+
+fn chat(server: Option<String>) -> ExitCode {
+    let server = server.or_else(|| std::env::var("ROOMZ_SERVER").ok().filter(|s| !s.is_empty()));
+    let options = roomz::tui::ChatOptions { server, ..Default::default() };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(roomz::tui::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 

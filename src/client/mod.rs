@@ -259,10 +259,11 @@ impl AsyncClient {
             self.inner.shared.clone(),
             receiver,
         );
-        // Before returning: `identity()` and `state()` are right once `connect` is done.
-        connection.welcomed(welcome, true);
+        // Calls made on hearing `welcome` must find the connection: commands first.
         *self.inner.shared.ended.lock().expect("ended lock") = None;
         *self.inner.commands.lock().expect("commands lock") = Some(commands);
+        // Before returning: `identity()` and `state()` are right once `connect` is done.
+        connection.welcomed(welcome, true);
         *task = Some(tokio::spawn(connection.run(ws)));
         Ok(())
     }

@@ -8,3 +8,4 @@
 mod client;
 mod server;
 mod support;
+mod tui;

@@ -1,0 +1,742 @@
+//! `update`: one event in, the state changed, the effects to carry out returned. Pure: it
+//! does no I/O and reads no clock (the time comes with the call), so every behaviour of
+//! the chat can be tested without a terminal or a server.
+
+use std::time::Instant;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::commands::{self, ACTION_PREFIX, Command, Line, NameChange};
+use super::render::mentions;
+use super::scroll::{self, Moved};
+use super::state::{Link, LoginStep, QUIT_WINDOW, Room, Screen, Scroll, State, Unsent};
+use crate::client::{ClientError, ConnectionState, Event as ClientEvent, HistoryPage, Sent};
+use crate::protocol::text::{DEFAULT_ROOM, canonical_email, canonical_room, token_from_paste};
+use crate::protocol::{Member, Message, RoomSummary, Seq};
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Key(KeyEvent),
+    Paste(String),
+    Resize(u16, u16),
+    /// Once a second: countdowns, notices, read markers.
+    Tick,
+    Client(ClientEvent),
+    LinkRequested {
+        email: String,
+        result: Result<(), ClientError>,
+    },
+    LoggedIn(Result<(), ClientError>),
+    Connected(Result<(), ClientError>),
+    Sent {
+        local: u64,
+        result: Result<Sent, ClientError>,
+    },
+    Joined(Result<RoomSummary, ClientError>),
+    Left {
+        room: String,
+        result: Result<(), ClientError>,
+    },
+    NameSet(Result<Option<String>, ClientError>),
+    Members {
+        room: String,
+        result: Result<Vec<Member>, ClientError>,
+    },
+    History {
+        room: String,
+        result: Result<HistoryPage, ClientError>,
+    },
+    LoggedOut(Result<(), ClientError>),
+}
+
+/// Something to do outside the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    RequestLink(String),
+    Login(String),
+    Connect,
+    Send {
+        local: u64,
+        room: String,
+        text: String,
+    },
+    Join(String),
+    Leave(String),
+    SetName(Option<String>),
+    Members(String),
+    History {
+        room: String,
+        before: Option<Seq>,
+    },
+    MarkRead {
+        room: String,
+        seq: Seq,
+    },
+    Logout,
+    Bell,
+    /// Clear and redraw the whole screen (Ctrl-L).
+    Redraw,
+    Quit,
+}
+
+/// Messages per history page.
+pub const PAGE: u32 = 100;
+
+/// Applies one event.
+pub fn update(state: &mut State, event: Event, now: Instant) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    match event {
+        Event::Key(key) if key.kind != KeyEventKind::Release => {
+            key_pressed(state, key, now, &mut effects)
+        }
+        Event::Key(_) => {}
+        Event::Paste(text) => {
+            let multiline = state.screen == Screen::Main;
+            state.editor.paste(&text, multiline);
+        }
+        Event::Resize(..) => {}
+        Event::Tick => tick(state, now, &mut effects),
+        Event::Client(event) => client_event(state, event, now, &mut effects),
+        Event::LinkRequested { email, result } => link_requested(state, email, result),
+        Event::LoggedIn(result) => match result {
+            Ok(()) => {
+                state.screen = Screen::Connecting;
+                effects.push(Effect::Connect);
+            }
+            Err(error) => login_failed(state, &error),
+        },
+        Event::Connected(result) => {
+            if let Err(error) = result {
+                connect_failed(state, &error);
+            }
+        }
+        Event::Sent { local, result } => sent(state, local, result, now),
+        Event::Joined(result) => match result {
+            Ok(summary) => joined(state, &summary, &mut effects),
+            Err(error) => state.say(format!("cannot join: {}", short(&error)), true, now),
+        },
+        Event::Left { room, result } => match result {
+            Ok(()) => state.remove_room(&room),
+            Err(error) => state.say(format!("cannot leave {room}: {}", short(&error)), true, now),
+        },
+        Event::NameSet(result) => match result {
+            Ok(Some(name)) => state.say(format!("your display name is now {name}"), false, now),
+            Ok(None) => {
+                state.say("your display name is removed: others see your email", false, now)
+            }
+            Err(error) => state.say(format!("name not changed: {}", short(&error)), true, now),
+        },
+        Event::Members { room, result } => members(state, &room, result, now),
+        Event::History { room, result } => history(state, &room, result, now),
+        Event::LoggedOut(result) => {
+            if let Err(error) = result {
+                state.say(format!("logged out, but: {}", short(&error)), true, now);
+            }
+            *state = State::new(state.server.clone(), state.settings.clone(), state.zone);
+            state.login(Some("Logged out. Log in again with a new link.".to_owned()));
+        }
+    }
+    effects
+}
+
+/// An error's message, without the parts that only repeat what the screen says.
+fn short(error: &ClientError) -> String {
+    match error {
+        ClientError::Rejected { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn key_pressed(state: &mut State, key: KeyEvent, now: Instant, effects: &mut Vec<Effect>) {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    let alt = key.modifiers.contains(KeyModifiers::ALT);
+    if ctrl && key.code == KeyCode::Char('c') {
+        return interrupt(state, now, effects);
+    }
+    state.quit_armed = None;
+    if state.help {
+        state.help = false;
+        return;
+    }
+    if ctrl && key.code == KeyCode::Char('l') {
+        effects.push(Effect::Redraw);
+        return;
+    }
+    if let Screen::Login(_) = state.screen {
+        return login_key(state, key, effects);
+    }
+    if state.screen == Screen::Connecting {
+        return;
+    }
+    match key.code {
+        KeyCode::F(1) => state.help = true,
+        KeyCode::Enter if alt => state.editor.insert('\n'),
+        KeyCode::Enter => submit(state, now, effects),
+        KeyCode::PageUp => page(state, true, effects),
+        KeyCode::PageDown => page(state, false, effects),
+        KeyCode::Char(c @ '1'..='9') if alt => {
+            let index = usize::from(c as u8 - b'1');
+            if index < state.rooms.len() {
+                switch(state, index, effects);
+            }
+        }
+        KeyCode::Char('a') if alt => next_active(state, effects),
+        KeyCode::Char('n') if ctrl => cycle(state, 1, effects),
+        KeyCode::Char('p') if ctrl => cycle(state, -1, effects),
+        _ => edit(state, key),
+    }
+}
+
+/// Editing keys, shared by the login screen and the main screen.
+fn edit(state: &mut State, key: KeyEvent) {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    let alt = key.modifiers.contains(KeyModifiers::ALT);
+    let editor = &mut state.editor;
+    match key.code {
+        KeyCode::Char('a') if ctrl => editor.home(),
+        KeyCode::Char('e') if ctrl => editor.end(),
+        KeyCode::Char('w') if ctrl => editor.delete_word_back(),
+        KeyCode::Char('u') if ctrl => editor.delete_to_line_start(),
+        KeyCode::Char('k') if ctrl => editor.delete_to_line_end(),
+        KeyCode::Char('b') if ctrl => editor.left(),
+        KeyCode::Char('f') if ctrl => editor.right(),
+        KeyCode::Char('h') if ctrl => editor.backspace(),
+        KeyCode::Char('d') if ctrl => editor.delete(),
+        KeyCode::Char('b') if alt => editor.word_left(),
+        KeyCode::Char('f') if alt => editor.word_right(),
+        KeyCode::Left if ctrl => editor.word_left(),
+        KeyCode::Right if ctrl => editor.word_right(),
+        KeyCode::Char(c) if !ctrl && !alt => editor.insert(c),
+        KeyCode::Backspace => editor.backspace(),
+        KeyCode::Delete => editor.delete(),
+        KeyCode::Left => editor.left(),
+        KeyCode::Right => editor.right(),
+        KeyCode::Home => editor.home(),
+        KeyCode::End => editor.end(),
+        KeyCode::Up => editor.up(),
+        KeyCode::Down => editor.down(),
+        _ => {}
+    }
+}
+
+/// Ctrl-C: the first press clears the draft, the second (soon after) quits.
+fn interrupt(state: &mut State, now: Instant, effects: &mut Vec<Effect>) {
+    if state.quit_armed.is_some_and(|at| now.duration_since(at) <= QUIT_WINDOW) {
+        state.quit = true;
+        effects.push(Effect::Quit);
+        return;
+    }
+    state.editor.clear();
+    state.help = false;
+    state.quit_armed = Some(now);
+    state.say("press Ctrl-C again to quit", false, now);
+}
+
+fn login_key(state: &mut State, key: KeyEvent, effects: &mut Vec<Effect>) {
+    let Screen::Login(login) = &mut state.screen else {
+        return;
+    };
+    match key.code {
+        KeyCode::Enter if login.busy => {}
+        KeyCode::Enter => match login.step.clone() {
+            LoginStep::Email => match canonical_email(state.editor.text()) {
+                Ok(email) => {
+                    login.busy = true;
+                    login.error = None;
+                    effects.push(Effect::RequestLink(email));
+                }
+                Err(error) => {
+                    login.error = Some(format!("{error}. Type the address the link should go to."))
+                }
+            },
+            LoginStep::Token { .. } => match token_from_paste(state.editor.text()) {
+                Some(token) => {
+                    login.busy = true;
+                    login.error = None;
+                    effects.push(Effect::Login(token.to_owned()));
+                }
+                None => {
+                    login.error = Some(
+                        "That does not look like a token. Paste the token from the page the link opens, \
+                         or the whole link."
+                            .to_owned(),
+                    );
+                }
+            },
+        },
+        KeyCode::Esc => {
+            if let LoginStep::Token { email } = &login.step {
+                let email = email.clone();
+                login.step = LoginStep::Email;
+                login.error = None;
+                state.editor.set(&email);
+            }
+        }
+        _ => edit(state, key),
+    }
+}
+
+fn link_requested(state: &mut State, email: String, result: Result<(), ClientError>) {
+    let Screen::Login(login) = &mut state.screen else {
+        return;
+    };
+    login.busy = false;
+    match result {
+        Ok(()) => {
+            login.step = LoginStep::Token { email };
+            login.error = None;
+            state.editor.clear();
+        }
+        Err(error) => login.error = Some(login_advice(&error)),
+    }
+}
+
+/// What to tell someone whose login step failed.
+fn login_advice(error: &ClientError) -> String {
+    match error {
+        ClientError::InvalidToken => {
+            "That token is wrong, expired or already used. Paste it again, or press Esc to ask for a new link."
+                .to_owned()
+        }
+        ClientError::RateLimited { retry_after } => format!(
+            "Too many links were asked for this address. Try again in {} minute(s).",
+            retry_after.as_secs().div_ceil(60).max(1)
+        ),
+        ClientError::Unreachable { url, .. } => {
+            format!("Cannot reach the server at {url}. Check the address (--server) and that it runs.")
+        }
+        ClientError::Timeout { .. } => "The server did not answer in time. Try again.".to_owned(),
+        ClientError::SessionExpired => "Your session expired. Log in with a new link.".to_owned(),
+        ClientError::AccessRevoked => "This address may no longer use this server.".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn login_failed(state: &mut State, error: &ClientError) {
+    if let Screen::Login(login) = &mut state.screen {
+        login.busy = false;
+        login.error = Some(login_advice(error));
+    }
+}
+
+fn connect_failed(state: &mut State, error: &ClientError) {
+    if error.needs_login() {
+        state.login(Some(login_advice(error)));
+        return;
+    }
+    let reason = login_advice(error);
+    match &mut state.screen {
+        Screen::Login(login) => {
+            login.busy = false;
+            login.error = Some(reason);
+        }
+        _ => state.link = Link::Offline { reason },
+    }
+}
+
+fn submit(state: &mut State, now: Instant, effects: &mut Vec<Effect>) {
+    let text = state.editor.take();
+    match commands::parse(&text) {
+        Line::Empty => {}
+        Line::Message(text) => send(state, text, effects),
+        Line::Command(command) => run_command(state, command, now, effects),
+    }
+}
+
+fn send(state: &mut State, text: String, effects: &mut Vec<Effect>) {
+    let Some(room) = state.room().map(|r| r.name.clone()) else {
+        return;
+    };
+    state.next_local += 1;
+    let local = state.next_local;
+    state.unsent.push(Unsent { local, room: room.clone(), text: text.clone() });
+    if let Some(room) = state.room_mut() {
+        room.scroll = Scroll::Bottom;
+    }
+    effects.push(Effect::Send { local, room, text });
+}
+
+fn run_command(state: &mut State, command: Command, now: Instant, effects: &mut Vec<Effect>) {
+    let room = state.room().map(|r| r.name.clone()).unwrap_or_else(|| DEFAULT_ROOM.to_owned());
+    match command {
+        Command::Name(None) => {
+            let current = state.me.as_ref().and_then(|(_, name)| name.clone());
+            let text = match current {
+                Some(name) => format!(
+                    "your display name is {name}; /name NAME changes it, /name - removes it"
+                ),
+                None => "you have no display name; /name NAME sets one".to_owned(),
+            };
+            state.say(text, false, now);
+        }
+        Command::Name(Some(NameChange::Set(name))) => effects.push(Effect::SetName(Some(name))),
+        Command::Name(Some(NameChange::Remove)) => effects.push(Effect::SetName(None)),
+        Command::Join(name) => match canonical_room(&name) {
+            Ok(name) => match state.index_of(&name) {
+                Some(index) => switch(state, index, effects),
+                None => {
+                    state.joining = Some(name.clone());
+                    effects.push(Effect::Join(name));
+                }
+            },
+            Err(error) => state.say(error.to_string(), true, now),
+        },
+        Command::Leave if room == DEFAULT_ROOM => {
+            state.say(format!("everyone stays in {DEFAULT_ROOM}: it cannot be left"), true, now);
+        }
+        Command::Leave => effects.push(Effect::Leave(room)),
+        Command::Who => effects.push(Effect::Members(room)),
+        Command::Me(action) => send(state, format!("{ACTION_PREFIX}{action}"), effects),
+        Command::Help => state.help = true,
+        Command::Logout => effects.push(Effect::Logout),
+        Command::Quit => {
+            state.quit = true;
+            effects.push(Effect::Quit);
+        }
+        Command::Reconnect => match state.link {
+            Link::Offline { .. } => {
+                state.link = Link::Connecting;
+                effects.push(Effect::Connect);
+            }
+            _ => state.say("already connected (or trying)", false, now),
+        },
+        Command::Usage(usage) => state.say(usage, true, now),
+        Command::Unknown(word) => {
+            state.say(
+                format!("unknown command /{word}: nothing was sent (/help lists the commands)"),
+                true,
+                now,
+            );
+        }
+    }
+}
+
+/// PgUp / PgDn: a page at a time; at the top, older history is fetched.
+fn page(state: &mut State, up: bool, effects: &mut Vec<Effect>) {
+    let rows = state.view.1.saturating_sub(2).max(1);
+    let moved = if up { scroll::up(state, rows) } else { scroll::down(state, rows) };
+    match moved {
+        Moved::AtTop => load_older(state, effects),
+        Moved::AtBottom => seen(state),
+        Moved::Within => {}
+    }
+}
+
+fn load_older(state: &mut State, effects: &mut Vec<Effect>) {
+    let Some(room) = state.room_mut() else {
+        return;
+    };
+    if room.more && !room.loading {
+        room.loading = true;
+        effects.push(Effect::History { room: room.name.clone(), before: room.log.oldest_seq() });
+    }
+}
+
+/// Switches to the room at `index`.
+fn switch(state: &mut State, index: usize, effects: &mut Vec<Effect>) {
+    if index >= state.rooms.len() {
+        return;
+    }
+    state.current = index;
+    let room = &mut state.rooms[index];
+    room.marker = (room.unread > 0).then_some(room.last_read + 1);
+    room.scroll = Scroll::Bottom;
+    if !room.loaded && !room.loading {
+        room.loading = true;
+        effects.push(Effect::History { room: room.name.clone(), before: None });
+    }
+    seen(state);
+}
+
+fn cycle(state: &mut State, step: isize, effects: &mut Vec<Effect>) {
+    let count = state.rooms.len() as isize;
+    if count > 0 {
+        let index = (state.current as isize + step).rem_euclid(count) as usize;
+        switch(state, index, effects);
+    }
+}
+
+/// Alt-A: the next room with a mention, else with unread messages.
+fn next_active(state: &mut State, effects: &mut Vec<Effect>) {
+    let count = state.rooms.len();
+    let order = (1..count).map(|step| (state.current + step) % count);
+    let target = order
+        .clone()
+        .find(|&i| state.rooms[i].mentioned)
+        .or_else(|| order.clone().find(|&i| state.rooms[i].unread > 0));
+    if let Some(index) = target {
+        switch(state, index, effects);
+    }
+}
+
+/// The current room is on screen at its newest messages: everything in it is read.
+fn seen(state: &mut State) {
+    if state.screen != Screen::Main {
+        return;
+    }
+    let Some(room) = state.room_mut() else {
+        return;
+    };
+    if room.scroll != Scroll::Bottom {
+        return;
+    }
+    room.unread = 0;
+    room.mentioned = false;
+    if room.last_seq > room.last_read {
+        room.last_read = room.last_seq;
+        room.read_to_send = Some(room.last_seq);
+    }
+}
+
+fn tick(state: &mut State, now: Instant, effects: &mut Vec<Effect>) {
+    if state.notice.as_ref().is_some_and(|n| n.until <= now) {
+        state.notice = None;
+    }
+    if state.quit_armed.is_some_and(|at| now.duration_since(at) > QUIT_WINDOW) {
+        state.quit_armed = None;
+    }
+    // Read markers go out at most once a tick per room.
+    for room in &mut state.rooms {
+        if let Some(seq) = room.read_to_send.take() {
+            effects.push(Effect::MarkRead { room: room.name.clone(), seq });
+        }
+    }
+}
+
+fn client_event(state: &mut State, event: ClientEvent, now: Instant, effects: &mut Vec<Effect>) {
+    match event {
+        ClientEvent::Connection(connection) => match connection {
+            ConnectionState::Connected => state.link = Link::Connected,
+            ConnectionState::Reconnecting { attempt, delay } => {
+                state.link = Link::Reconnecting { attempt, at: now + delay };
+            }
+            ConnectionState::GaveUp { reason } => {
+                let ended_session =
+                    ["session expired", "access revoked"].iter().any(|s| reason.contains(s));
+                if ended_session {
+                    state.login(Some(format!("{}. Log in with a new link.", capitalise(&reason))));
+                } else {
+                    state.link = Link::Offline { reason };
+                }
+            }
+            ConnectionState::Idle | ConnectionState::Closed => {}
+        },
+        ClientEvent::Welcome { email, name, rooms } => welcome(state, email, name, &rooms, effects),
+        ClientEvent::Message(message) => message_arrived(state, message, effects),
+        ClientEvent::Joined(summary) => joined(state, &summary, effects),
+        ClientEvent::Left { room } => state.remove_room(&room),
+        ClientEvent::MemberJoined { room, member } => {
+            state.names.insert(member.email.clone(), member.name.clone());
+            if let Some(room) = state.room_named(&room) {
+                room.members += 1;
+            }
+        }
+        ClientEvent::MemberLeft { room, .. } => {
+            if let Some(room) = state.room_named(&room) {
+                room.members = room.members.saturating_sub(1);
+            }
+        }
+        ClientEvent::Name { email, name } => {
+            if let Some((mine, my_name)) = &mut state.me
+                && *mine == email
+            {
+                my_name.clone_from(&name);
+            }
+            state.names.insert(email, name);
+        }
+        ClientEvent::Read { room, seq } => {
+            if let Some(room) = state.room_named(&room) {
+                room.last_read = room.last_read.max(seq);
+                room.unread = room.last_seq.saturating_sub(room.last_read);
+                if room.unread == 0 {
+                    room.mentioned = false;
+                }
+            }
+        }
+        ClientEvent::Outbox { .. } | ClientEvent::Presence { .. } | ClientEvent::Synced { .. } => {}
+        ClientEvent::ServerError(error) => state.say(error.message, true, now),
+        ClientEvent::Lagged(missed) => {
+            state.say(format!("missed {missed} events while busy; reloading"), true, now);
+            if let Some(room) = state.room_mut() {
+                room.loaded = false;
+                room.loading = true;
+                effects.push(Effect::History { room: room.name.clone(), before: None });
+            }
+        }
+    }
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+fn welcome(
+    state: &mut State,
+    email: String,
+    name: Option<String>,
+    rooms: &[RoomSummary],
+    effects: &mut Vec<Effect>,
+) {
+    state.names.insert(email.clone(), name.clone());
+    state.me = Some((email, name));
+    state.link = Link::Connected;
+    let first = state.screen != Screen::Main;
+    for summary in rooms {
+        state.add_room(summary);
+    }
+    if first {
+        state.screen = Screen::Main;
+        state.editor.clear();
+        let index = state.index_of(DEFAULT_ROOM).unwrap_or(0);
+        switch(state, index, effects);
+    }
+}
+
+fn joined(state: &mut State, summary: &RoomSummary, effects: &mut Vec<Effect>) {
+    state.add_room(summary);
+    if state.joining.as_deref() == Some(summary.name.as_str()) {
+        state.joining = None;
+        if let Some(index) = state.index_of(&summary.name) {
+            switch(state, index, effects);
+        }
+    }
+}
+
+fn message_arrived(state: &mut State, message: Message, effects: &mut Vec<Effect>) {
+    let me = state.me.clone();
+    let mine = me.as_ref().is_some_and(|(email, _)| *email == message.author);
+    let current = state.room().map(|r| r.name.clone());
+    let watching =
+        state.screen == Screen::Main && current.as_deref() == Some(message.room.as_str());
+    let mentioned = !mine
+        && me.as_ref().is_some_and(|(email, name)| mentions(&message.text, email, name.as_deref()));
+    if !state.names.contains_key(&message.author) {
+        state.names.insert(message.author.clone(), message.name.clone());
+    }
+    if mine
+        && let Some(at) =
+            state.unsent.iter().position(|u| u.room == message.room && u.text == message.text)
+    {
+        state.unsent.remove(at);
+    }
+    let Some(room) = state.room_named(&message.room) else {
+        return;
+    };
+    let seq = message.seq;
+    if !room.log.insert(message) {
+        return;
+    }
+    // A message up to the summary's newest is already in its unread count (catch-up after
+    // a reconnect delivers those); still, it may mention us.
+    let counted = seq <= room.last_seq;
+    room.last_seq = room.last_seq.max(seq);
+    if mine {
+        room.last_read = room.last_read.max(seq);
+        return;
+    }
+    if seq <= room.last_read {
+        return;
+    }
+    let at_bottom = room.scroll == Scroll::Bottom;
+    if !counted {
+        room.unread += 1;
+    }
+    if mentioned {
+        room.mentioned = true;
+        if state.settings.bell {
+            effects.push(Effect::Bell);
+        }
+    }
+    if watching && at_bottom {
+        seen(state);
+    }
+}
+
+fn sent(state: &mut State, local: u64, result: Result<Sent, ClientError>, now: Instant) {
+    let Some(at) = state.unsent.iter().position(|u| u.local == local) else {
+        return;
+    };
+    let unsent = state.unsent.remove(at);
+    if let Err(error) = result {
+        if state.editor.is_empty() {
+            state.editor.set(&unsent.text);
+        }
+        state.say(
+            format!("not sent ({}); the text is back in the input", short(&error)),
+            true,
+            now,
+        );
+    }
+}
+
+fn members(state: &mut State, room: &str, result: Result<Vec<Member>, ClientError>, now: Instant) {
+    let members = match result {
+        Ok(members) => members,
+        Err(error) => {
+            return state.say(format!("cannot list members: {}", short(&error)), true, now);
+        }
+    };
+    for member in &members {
+        state.names.insert(member.email.clone(), member.name.clone());
+    }
+    let online = members.iter().filter(|m| m.online).count();
+    let mut list: Vec<String> = members
+        .iter()
+        .map(|m| {
+            let label = state.label(&m.email, m.name.as_deref());
+            if m.online { format!("{label} (online)") } else { label }
+        })
+        .collect();
+    list.sort();
+    let count = match members.len() {
+        1 => "1 member".to_owned(),
+        n => format!("{n} members"),
+    };
+    let text = format!("{count} in {room}, {online} online: {}", list.join(", "));
+    let ts = chrono::Utc::now().timestamp_millis();
+    if let Some(room) = state.room_named(room) {
+        room.log.notice(text, ts);
+    }
+}
+
+fn history(
+    state: &mut State,
+    room_name: &str,
+    result: Result<HistoryPage, ClientError>,
+    now: Instant,
+) {
+    let (width, height) = state.view;
+    let current = state.room().is_some_and(|r| r.name == room_name);
+    let Some(index) = state.index_of(room_name) else {
+        return;
+    };
+    let page = match result {
+        Ok(page) => page,
+        Err(error) => {
+            state.rooms[index].loading = false;
+            return state.say(format!("cannot load history: {}", short(&error)), true, now);
+        }
+    };
+    // Seen from the top, the view keeps its place: anchor it where it is before inserting.
+    if current && state.rooms[index].scroll == Scroll::Top {
+        let anchor =
+            scroll::bottom_of_top_view(state, &state.rooms[index], width, usize::from(height));
+        state.rooms[index].scroll = match anchor {
+            Some((key, hidden)) => Scroll::At { key, hidden: hidden as u16 },
+            None => Scroll::Bottom,
+        };
+    }
+    let room: &mut Room = &mut state.rooms[index];
+    for message in page.messages {
+        room.last_seq = room.last_seq.max(message.seq);
+        room.log.insert(message);
+    }
+    room.more = page.more;
+    room.loading = false;
+    room.loaded = true;
+    if current {
+        seen(state);
+    }
+}

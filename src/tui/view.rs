@@ -1,0 +1,409 @@
+//! `view`: draws the state. It changes nothing but the size of the message area it
+//! reports back (for scrolling), and it copes with any terminal size, down to one cell.
+
+use std::time::Instant;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use unicode_width::UnicodeWidthStr;
+
+use super::commands::HELP;
+use super::render::styled;
+use super::scroll;
+use super::state::{Link, LoginStep, Screen, Scroll, State};
+use crate::protocol::text::sanitize_line;
+
+/// The room list is shown from this width on.
+const ROOM_LIST_FROM_WIDTH: u16 = 50;
+const ROOM_LIST_WIDTH: u16 = 20;
+/// Most rows the input grows to.
+const INPUT_MAX_ROWS: u16 = 6;
+const PROMPT: &str = "› ";
+
+/// Draws everything; returns the size of the message area.
+pub fn draw(frame: &mut Frame<'_>, state: &State, now: Instant) -> (u16, u16) {
+    let area = frame.area();
+    if area.width == 0 || area.height == 0 {
+        return (0, 0);
+    }
+    let view = match &state.screen {
+        Screen::Login(_) | Screen::Connecting => {
+            login(frame, state, area);
+            state.view
+        }
+        Screen::Main => main(frame, state, area, now),
+    };
+    if state.help {
+        help(frame, state, area);
+    }
+    view
+}
+
+fn main(frame: &mut Frame<'_>, state: &State, area: Rect, now: Instant) -> (u16, u16) {
+    let palette = &state.settings.palette;
+    let input = state.editor.layout(area.width.saturating_sub(PROMPT.width() as u16));
+    let input_rows = (input.rows.len() as u16).clamp(1, INPUT_MAX_ROWS);
+    let notice_rows = u16::from(state.notice.is_some());
+    // From the bottom: status, input, separator, notice; the messages take the rest.
+    let [top, notice_area, separator, input_area, status] = Layout::vertical([
+        Constraint::Fill(1),
+        Constraint::Length(notice_rows),
+        Constraint::Length(u16::from(area.height >= 4)),
+        Constraint::Length(input_rows),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+
+    let show_rooms = area.width >= ROOM_LIST_FROM_WIDTH && top.height > 0;
+    let [rooms_area, messages_area] = if show_rooms {
+        Layout::horizontal([Constraint::Length(ROOM_LIST_WIDTH), Constraint::Fill(1)]).areas(top)
+    } else {
+        [Rect::default(), top]
+    };
+    if show_rooms {
+        room_list(frame, state, rooms_area);
+    }
+    messages(frame, state, messages_area);
+    if let Some(notice) = &state.notice {
+        let style = if notice.error {
+            Style::default().fg(Color::LightRed)
+        } else {
+            Style::default().fg(palette.accent)
+        };
+        let text = sanitize_line(&notice.text).into_owned();
+        frame
+            .render_widget(Paragraph::new(Span::styled(text, styled(palette, style))), notice_area);
+    }
+    separator_line(frame, state, separator);
+
+    // The input, with its cursor.
+    let prompt = styled(palette, Style::default().fg(palette.accent).add_modifier(Modifier::BOLD));
+    let first_row =
+        input.rows.len().saturating_sub(usize::from(input_rows)).min(usize::from(input.cursor.1));
+    let lines: Vec<Line<'_>> = input
+        .rows
+        .iter()
+        .enumerate()
+        .skip(first_row)
+        .take(usize::from(input_rows))
+        .map(|(i, row)| {
+            let lead = if i == 0 { Span::styled(PROMPT, prompt) } else { Span::raw("  ") };
+            Line::from(vec![lead, Span::raw(row.clone())])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), input_area);
+    if !state.help && input_area.height > 0 {
+        let x = input_area.x + PROMPT.width() as u16 + input.cursor.0;
+        let y = input_area.y + input.cursor.1.saturating_sub(first_row as u16);
+        if x < area.right() && y < input_area.bottom() {
+            frame.set_cursor_position(Position { x, y });
+        }
+    }
+    status_bar(frame, state, status, now);
+    (messages_area.width, messages_area.height)
+}
+
+fn room_list(frame: &mut Frame<'_>, state: &State, area: Rect) {
+    let palette = &state.settings.palette;
+    let block = Block::default()
+        .borders(Borders::RIGHT)
+        .border_style(styled(palette, Style::default().fg(palette.muted)));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = usize::from(inner.width);
+    let lines: Vec<Line<'_>> = state
+        .rooms
+        .iter()
+        .enumerate()
+        .map(|(i, room)| {
+            let mark = if room.mentioned { "@" } else { "" };
+            let count = if room.unread > 0 {
+                format!("{mark}{}", room.unread.min(9999))
+            } else {
+                mark.to_owned()
+            };
+            let name_width = width.saturating_sub(count.width() + 2);
+            let name = clip(&format!("#{}", room.name), name_width);
+            let pad = width.saturating_sub(name.width() + count.width() + 1);
+            let text = format!(" {name}{}{count}", " ".repeat(pad));
+            let style = if i == state.current {
+                styled(
+                    palette,
+                    Style::default()
+                        .fg(Color::Black)
+                        .bg(palette.accent)
+                        .add_modifier(Modifier::BOLD),
+                )
+            } else if room.mentioned {
+                styled(palette, Style::default().fg(palette.mention).add_modifier(Modifier::BOLD))
+            } else if room.unread > 0 {
+                Style::default().add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            Line::from(Span::styled(text, style))
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn messages(frame: &mut Frame<'_>, state: &State, area: Rect) {
+    if area.width == 0 || area.height == 0 {
+        return;
+    }
+    let Some(room) = state.room() else {
+        return;
+    };
+    let mut lines = scroll::visible(state, room, area.width, area.height);
+    let palette = &state.settings.palette;
+    let muted = styled(palette, Style::default().fg(palette.muted));
+    if room.log.entries.is_empty() {
+        let text = if room.loading { "loading…" } else { "no messages yet: say something" };
+        lines = vec![Line::from(Span::styled(text, muted))];
+    }
+    // Show what is above the oldest line loaded, when the view is at the top.
+    if room.scroll == Scroll::Top
+        && (room.loading || !room.more)
+        && (lines.len() as u16) < area.height
+    {
+        let text = if room.loading { "loading older messages…" } else { "start of the room" };
+        lines.insert(0, Line::from(Span::styled(text, muted)));
+    }
+    // Messages sit at the bottom of the area, as in every chat.
+    let blank = usize::from(area.height).saturating_sub(lines.len());
+    let mut shown: Vec<Line<'_>> = vec![Line::default(); blank];
+    shown.extend(lines);
+    for unsent in state.unsent.iter().filter(|u| u.room == room.name) {
+        if room.scroll != Scroll::Bottom {
+            break;
+        }
+        let text = format!("(unsent) {}", sanitize_line(&unsent.text));
+        shown.push(Line::from(Span::styled(clip(&text, usize::from(area.width)), muted)));
+        shown.remove(0);
+    }
+    frame.render_widget(Paragraph::new(shown), area);
+}
+
+fn separator_line(frame: &mut Frame<'_>, state: &State, area: Rect) {
+    if area.height == 0 {
+        return;
+    }
+    let palette = &state.settings.palette;
+    let muted = styled(palette, Style::default().fg(palette.muted));
+    let Some(room) = state.room() else {
+        frame.render_widget(
+            Paragraph::new(Span::styled("─".repeat(usize::from(area.width)), muted)),
+            area,
+        );
+        return;
+    };
+    let members =
+        if room.members == 1 { "1 member".to_owned() } else { format!("{} members", room.members) };
+    let mut label = format!(" #{} · {members} ", room.name);
+    if room.scroll != Scroll::Bottom {
+        label.push_str(&if room.unread > 0 {
+            format!("· scrolled up, {} new below (PgDn) ", room.unread)
+        } else {
+            "· scrolled up (PgDn) ".to_owned()
+        });
+    }
+    let label = clip(&label, usize::from(area.width).saturating_sub(2));
+    let rest = usize::from(area.width).saturating_sub(label.width() + 2);
+    let line = Line::from(vec![
+        Span::styled("──", muted),
+        Span::styled(label, styled(palette, Style::default().fg(palette.accent))),
+        Span::styled("─".repeat(rest), muted),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn status_bar(frame: &mut Frame<'_>, state: &State, area: Rect, now: Instant) {
+    if area.height == 0 {
+        return;
+    }
+    let palette = &state.settings.palette;
+    let who = match &state.me {
+        Some((email, name)) => crate::protocol::text::display_label(email, name.as_deref()),
+        None => "not logged in".to_owned(),
+    };
+    let (link, link_style) = link_text(state, now);
+    let unsent = match state.unsent.len() {
+        0 => String::new(),
+        n => format!(" · {n} unsent"),
+    };
+    let right = format!("{link}{unsent} ");
+    let left = format!(" {} · {}", sanitize_line(&who), state.server);
+    let width = usize::from(area.width);
+    let left = clip(&left, width.saturating_sub(right.width() + 1));
+    let pad = width.saturating_sub(left.width() + right.width());
+    let bar = styled(palette, Style::default().bg(Color::DarkGray).fg(Color::White));
+    let line = Line::from(vec![
+        Span::styled(left, bar),
+        Span::styled(" ".repeat(pad), bar),
+        Span::styled(clip(&right, width), bar.patch(styled(palette, link_style))),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// The connection as it is, for the status bar.
+fn link_text(state: &State, now: Instant) -> (String, Style) {
+    match &state.link {
+        Link::Connecting => ("connecting…".to_owned(), Style::default().fg(Color::Yellow)),
+        Link::Connected => ("● connected".to_owned(), Style::default().fg(Color::LightGreen)),
+        Link::Reconnecting { attempt, at } => {
+            let wait = at.saturating_duration_since(now).as_secs_f32().ceil() as u64;
+            let text = if wait > 0 {
+                format!("◌ reconnecting in {wait} s (attempt {attempt})")
+            } else {
+                format!("◌ reconnecting (attempt {attempt})")
+            };
+            (text, Style::default().fg(Color::Yellow))
+        }
+        Link::Offline { reason } => {
+            (format!("✕ offline: {reason} · /reconnect"), Style::default().fg(Color::LightRed))
+        }
+    }
+}
+
+fn login(frame: &mut Frame<'_>, state: &State, area: Rect) {
+    let palette = &state.settings.palette;
+    let width = area.width.min(72);
+    let x = area.x + (area.width - width) / 2;
+    let accent = styled(palette, Style::default().fg(palette.accent).add_modifier(Modifier::BOLD));
+    let muted = styled(palette, Style::default().fg(palette.muted));
+    let error_style = styled(palette, Style::default().fg(Color::LightRed));
+    let mut lines: Vec<Line<'_>> = vec![
+        Line::from(vec![
+            Span::styled("roomz", accent),
+            Span::styled(format!(" · {}", state.server), muted),
+        ]),
+        Line::default(),
+    ];
+    let (label, field_prefix) = match &state.screen {
+        Screen::Login(login) => {
+            match &login.step {
+                LoginStep::Email => {
+                    lines.push(Line::from(
+                        "Log in with a magic link: type your email address, and a",
+                    ));
+                    lines.push(Line::from("link to log in will be sent to it."));
+                }
+                LoginStep::Token { email } => {
+                    lines.push(Line::from(format!("A login link is on its way to {email}.")));
+                    lines.push(Line::from(
+                        "Open it, then paste the token it shows (or the whole link) here.",
+                    ));
+                }
+            }
+            lines.push(Line::default());
+            let label = match login.step {
+                LoginStep::Email => "Email: ",
+                LoginStep::Token { .. } => "Token: ",
+            };
+            (Some(login), label)
+        }
+        _ => {
+            lines.push(Line::from("Connecting…"));
+            (None, "")
+        }
+    };
+    let field_row = lines.len() as u16;
+    let mut field_width = 0;
+    if let Some(login) = label {
+        let text = state.editor.text().to_owned();
+        field_width = field_prefix.width() as u16;
+        lines.push(Line::from(vec![Span::styled(field_prefix, accent), Span::raw(text)]));
+        lines.push(Line::default());
+        if login.busy {
+            lines.push(Line::from(Span::styled("working…", muted)));
+        } else if let Some(error) = &login.error {
+            lines.push(Line::from(Span::styled(sanitize_line(error).into_owned(), error_style)));
+        } else {
+            lines.push(Line::default());
+        }
+        lines.push(Line::default());
+        let hint = match login.step {
+            LoginStep::Email => "Enter: send the link · Ctrl-C twice: quit",
+            LoginStep::Token { .. } => "Enter: log in · Esc: another address · Ctrl-C twice: quit",
+        };
+        lines.push(Line::from(Span::styled(hint, muted)));
+    }
+    if let Some(notice) = &state.notice {
+        lines.push(Line::from(Span::styled(sanitize_line(&notice.text).into_owned(), muted)));
+    }
+    let height = (lines.len() as u16).min(area.height);
+    let y = area.y + (area.height - height) / 3;
+    let box_area = Rect { x, y, width, height };
+    frame.render_widget(Paragraph::new(Text::from(lines)).wrap(Wrap { trim: false }), box_area);
+    if label.is_some() && !state.help {
+        let cursor_x = x + field_width + state.editor.text().width() as u16;
+        let cursor_y = y + field_row;
+        if cursor_x < area.right() && cursor_y < area.bottom() {
+            frame.set_cursor_position(Position { x: cursor_x, y: cursor_y });
+        }
+    }
+}
+
+fn help(frame: &mut Frame<'_>, state: &State, area: Rect) {
+    let palette = &state.settings.palette;
+    let accent = styled(palette, Style::default().fg(palette.accent).add_modifier(Modifier::BOLD));
+    let keys: &[(&str, &str)] = &[
+        ("Enter", "send"),
+        ("Alt-Enter", "new line in the message"),
+        ("Up / Down", "earlier lines you sent"),
+        ("PgUp / PgDn", "scroll (older history loads at the top)"),
+        ("Alt-1..9", "go to room 1..9"),
+        ("Ctrl-N / Ctrl-P", "next / previous room"),
+        ("Alt-A", "next room with new messages"),
+        ("Ctrl-A / Ctrl-E", "start / end of line"),
+        ("Ctrl-W / Ctrl-U", "delete word / to start of line"),
+        ("Ctrl-L", "redraw the screen"),
+        ("Ctrl-C", "clear the input; twice: quit"),
+        ("F1", "this help"),
+    ];
+    let mut lines = vec![Line::from(Span::styled("Keys", accent))];
+    lines.extend(
+        keys.iter().map(|(k, v)| {
+            Line::from(vec![Span::styled(format!("  {k:<16}"), accent), Span::raw(*v)])
+        }),
+    );
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled("Commands", accent)));
+    lines.extend(
+        HELP.iter().map(|(c, v)| {
+            Line::from(vec![Span::styled(format!("  {c:<16}"), accent), Span::raw(*v)])
+        }),
+    );
+    lines.push(Line::default());
+    lines.push(Line::from("Press any key to close."));
+    let width = area.width.min(66);
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let popup = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
+    frame.render_widget(Clear, popup);
+    let block = Block::default().borders(Borders::ALL).title(" roomz help ");
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+/// The longest start of `text` that fits in `width` cells.
+fn clip(text: &str, width: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    let mut out = String::new();
+    let mut used = 0;
+    for grapheme in text.graphemes(true) {
+        let cell = grapheme.width();
+        if used + cell > width {
+            break;
+        }
+        used += cell;
+        out.push_str(grapheme);
+    }
+    out
+}

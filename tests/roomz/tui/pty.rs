@@ -1,0 +1,152 @@
+//! The real `roomz chat` binary in a pseudo-terminal against a real server, used as a
+//! person would: log in with the token the console mailer printed, chat with a second
+//! client, quit, and come back straight in from the cached session.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use roomz::client::Event;
+
+use crate::support::{ALICE, BOB, PATIENCE, TestServer, event};
+
+/// The chat running in a pseudo-terminal, its screen kept by a terminal emulator.
+struct Chat {
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    /// Closing the master would hang up the terminal: it lives as long as the chat.
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+    writer: Box<dyn Write + Send>,
+    screen: Arc<Mutex<vt100::Parser>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Chat {
+    fn start(server: &TestServer, home: &std::path::Path) -> Self {
+        let pty = native_pty_system()
+            .openpty(PtySize { rows: 24, cols: 100, pixel_width: 0, pixel_height: 0 })
+            .expect("a pseudo-terminal");
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_roomz"));
+        command.args(["chat", "--server", &server.base_url()]);
+        command.env_clear();
+        command.env("HOME", home);
+        command.env("TERM", "xterm-256color");
+        let child = pty.slave.spawn_command(command).expect("roomz chat starts");
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().expect("reader");
+        let writer = pty.master.take_writer().expect("writer");
+        let size = |n| std::num::NonZeroU16::new(n).expect("not zero");
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(size(24), size(100), 0)));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (into_screen, into_raw) = (screen.clone(), raw.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                into_screen.lock().unwrap().process(&buffer[..n]);
+                into_raw.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Self { child, _master: pty.master, writer, screen, raw }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen shows `text`.
+    async fn shows(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !self.contents().contains(text) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the screen never showed {text:?}:\n{}",
+                self.contents()
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Pastes text the way a terminal does with bracketed paste on.
+    fn paste(&mut self, text: &str) {
+        self.type_keys(&format!("\u{1b}[200~{text}\u{1b}[201~"));
+    }
+
+    async fn exit_code(&mut self) -> u32 {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.exit_code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "roomz chat did not exit:\n{}",
+                self.contents()
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_chat_quit_and_come_back() {
+    let server = TestServer::start().await;
+    let home = server.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    let mut chat = Chat::start(&server, &home);
+    chat.shows("Email:").await;
+    chat.type_keys("alice@example.com\r");
+    chat.shows("A login link is on its way to alice@example.com").await;
+    let link = server.link_for(ALICE).await;
+    chat.paste(&link);
+    chat.type_keys("\r");
+    chat.shows("#general").await;
+    chat.shows("connected").await;
+    let session = home.join(".roomz/session.json");
+    assert!(session.exists(), "the session is cached");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&session).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // A message typed here reaches another client; one from there shows here.
+    let bob = server.client(BOB).await;
+    let mut bob_events = bob.events();
+    chat.type_keys("hello from the pty\r");
+    let seen = event(&mut bob_events, |e| match e {
+        Event::Message(m) if m.author == ALICE => Some(m.text),
+        _ => None,
+    })
+    .await;
+    assert_eq!(seen, "hello from the pty");
+    bob.send("general", "hi alice, from bob").await.unwrap();
+    chat.shows("bob@example.com hi alice, from bob").await;
+
+    chat.type_keys("/frobnicate\r");
+    chat.shows("unknown command /frobnicate").await;
+    chat.type_keys("/quit\r");
+    assert_eq!(chat.exit_code().await, 0);
+    let raw = chat.raw.lock().unwrap().clone();
+    let tail = String::from_utf8_lossy(&raw[raw.len().saturating_sub(200)..]).into_owned();
+    assert!(tail.contains("\u{1b}[?1049l"), "the alternate screen was left: {tail:?}");
+    assert!(tail.contains("\u{1b}[?2004l"), "bracketed paste was turned off: {tail:?}");
+
+    // Next time: straight in, from the cached session.
+    let mut again = Chat::start(&server, &home);
+    again.shows("#general").await;
+    again.shows("hi alice, from bob").await;
+    assert!(!again.contents().contains("Email:"));
+    again.type_keys("\u{3}");
+    again.shows("press Ctrl-C again to quit").await;
+    again.type_keys("\u{3}");
+    assert_eq!(again.exit_code().await, 0);
+}

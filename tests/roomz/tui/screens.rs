@@ -1,0 +1,173 @@
+//! Whole screens of `roomz chat`, drawn on ratatui's `TestBackend` and compared with the
+//! snapshots in `snapshots/` (review changes with `cargo insta review`).
+
+use std::time::{Duration, Instant};
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use roomz::client::{ConnectionState, Event as ClientEvent};
+use roomz::protocol::Message;
+use roomz::tui::state::{LoginStep, Screen, State};
+use roomz::tui::update::{Event, update};
+use roomz::tui::view;
+use unicode_width::UnicodeWidthStr;
+
+use super::support::{ME, connected, message, room, state};
+
+/// Draws the state at `width` x `height` and returns the screen as text, one quoted row
+/// per line. A wide character's second cell must be left blank: anything else there would
+/// be drawn over, so it fails the test.
+fn screen(state: &mut State, width: u16, height: u16, now: Instant) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    let mut size = state.view;
+    terminal.draw(|frame| size = view::draw(frame, state, now)).unwrap();
+    state.view = size;
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for (y, row) in buffer.content().chunks(usize::from(width)).enumerate() {
+        text.push('"');
+        let mut covered = 0;
+        for (x, cell) in row.iter().enumerate() {
+            if covered > 0 {
+                assert!(
+                    cell.symbol().trim().is_empty(),
+                    "({x}, {y}) under a wide character holds {:?}",
+                    cell.symbol()
+                );
+                covered -= 1;
+                continue;
+            }
+            text.push_str(cell.symbol());
+            covered = cell.symbol().width().saturating_sub(1);
+        }
+        text.push_str("\"\n");
+    }
+    text
+}
+
+fn deliver(state: &mut State, message: Message) {
+    update(state, Event::Client(ClientEvent::Message(message)), Instant::now());
+}
+
+/// A lively main screen: three rooms, names, an action, a mention, wide characters.
+fn busy() -> State {
+    let (mut s, _) = connected(&[room("general", 4, 2), room("ops", 7, 4), room("rust", 1, 0)]);
+    update(
+        &mut s,
+        Event::Client(ClientEvent::Name {
+            email: "bob@example.com".into(),
+            name: Some("Bob Builder".into()),
+        }),
+        Instant::now(),
+    );
+    let history = [
+        message("general", 1, "bob@example.com", "morning! the deploy went fine"),
+        message("general", 2, ME, "great, thanks"),
+        message("general", 3, "carol@example.com", "/me brings coffee ☕"),
+        message(
+            "general",
+            4,
+            "bob@example.com",
+            "@alice can you look at the 日本語 translation? It wraps over more than one line on a terminal this wide.",
+        ),
+    ];
+    let page = roomz::client::HistoryPage { messages: history.to_vec(), more: false };
+    update(&mut s, Event::History { room: "general".into(), result: Ok(page) }, Instant::now());
+    deliver(&mut s, message("rust", 1, "bob@example.com", "@alice ping"));
+    s
+}
+
+#[test]
+fn login_screens() {
+    let mut s = state();
+    s.login(None);
+    s.editor.set("alice@exa");
+    insta::assert_snapshot!("login_email", screen(&mut s, 80, 16, Instant::now()));
+    let Screen::Login(login) = &mut s.screen else { panic!() };
+    login.step = LoginStep::Token { email: ME.into() };
+    login.error = Some("That token is wrong, expired or already used. Paste it again, or press Esc to ask for a new link.".into());
+    s.editor.clear();
+    insta::assert_snapshot!("login_token_error", screen(&mut s, 80, 16, Instant::now()));
+}
+
+#[test]
+fn main_screen() {
+    let mut s = busy();
+    insta::assert_snapshot!("main", screen(&mut s, 100, 16, Instant::now()));
+}
+
+#[test]
+fn narrow_and_tiny_terminals() {
+    let mut s = busy();
+    insta::assert_snapshot!("narrow", screen(&mut s, 40, 14, Instant::now()));
+    insta::assert_snapshot!("tiny", screen(&mut s, 20, 5, Instant::now()));
+    // Any size at all draws without a panic, the help on top too.
+    for (width, height) in [(1, 1), (2, 1), (1, 3), (5, 2), (10, 3), (300, 2), (3, 100)] {
+        screen(&mut s, width, height, Instant::now());
+        s.help = true;
+        screen(&mut s, width, height, Instant::now());
+        s.help = false;
+    }
+    let mut login = state();
+    login.login(Some("an error that is long enough to need wrapping on a small screen".into()));
+    for (width, height) in [(1, 1), (8, 4), (20, 5)] {
+        screen(&mut login, width, height, Instant::now());
+    }
+}
+
+#[test]
+fn reconnecting_with_unsent_messages() {
+    let mut s = busy();
+    let now = Instant::now();
+    let reconnecting =
+        ConnectionState::Reconnecting { attempt: 2, delay: Duration::from_millis(3500) };
+    update(&mut s, Event::Client(ClientEvent::Connection(reconnecting)), now);
+    for text in ["are you there?", "hello?"] {
+        s.editor.set(text);
+        update(&mut s, super::support::key(crossterm::event::KeyCode::Enter), now);
+    }
+    insta::assert_snapshot!("reconnecting", screen(&mut s, 100, 10, now));
+}
+
+#[test]
+fn help_overlay() {
+    let mut s = busy();
+    s.help = true;
+    insta::assert_snapshot!("help", screen(&mut s, 80, 30, Instant::now()));
+}
+
+#[test]
+fn hostile_text_never_reaches_the_terminal() {
+    let (mut s, _) = connected(&[room("general", 0, 0)]);
+    let hostile = [
+        "\u{1b}]0;pwned\u{7}title",
+        "\u{1b}[2J\u{1b}[Hclear",
+        "\u{9b}31mcsi",
+        "\u{202e}evil\u{2066}isolate",
+        "bell\u{7}\u{7}",
+        "tab\there",
+    ];
+    for (i, text) in hostile.iter().enumerate() {
+        let mut m = message("general", i as u64 + 1, "mallory@example.com", text);
+        m.name = Some(format!("Mal\u{1b}[31m\u{202e}lory{i}"));
+        deliver(&mut s, m);
+    }
+    let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();
+    terminal
+        .draw(|frame| {
+            view::draw(frame, &s, Instant::now());
+        })
+        .unwrap();
+    for cell in terminal.backend().buffer().content() {
+        let symbol = cell.symbol();
+        assert!(
+            !symbol.chars().any(roomz::protocol::text::is_unsafe_char),
+            "an unsafe character reached a cell: {symbol:?}"
+        );
+    }
+    let text = terminal.backend().to_string();
+    assert!(
+        text.contains("title") && text.contains("isolate") && text.contains("Mal[31mlory0"),
+        "{text}"
+    );
+}
