@@ -130,6 +130,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_is_valid() {
+        let example = include_str!("../../config.example.toml");
+        let settings = Settings::parse(example).expect("config.example.toml parses");
+        assert_eq!(settings.palette.muted, Color::DarkGray);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, example).unwrap();
+        let client = crate::client::config::load(&path).unwrap();
+        assert_eq!(client.display_name.as_deref(), Some("Alice"));
+    }
+
+    #[test]
     fn reads_checks_and_defaults() {
         assert_eq!(Settings::parse("").unwrap(), Settings::default());
         let s = Settings::parse(

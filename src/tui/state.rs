@@ -166,8 +166,11 @@ pub struct Login {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Screen {
     Login(Login),
-    /// Connecting with a session; the main screen follows.
-    Connecting,
+    /// Connecting with a session; the main screen follows. With an error, it failed:
+    /// Enter tries again.
+    Connecting {
+        error: Option<String>,
+    },
     Main,
 }
 
@@ -257,7 +260,7 @@ pub struct State {
 impl State {
     pub fn new(server: String, settings: Settings, zone: Zone) -> Self {
         Self {
-            screen: Screen::Connecting,
+            screen: Screen::Connecting { error: None },
             server,
             settings,
             zone,

@@ -101,7 +101,7 @@ pub fn update(state: &mut State, event: Event, now: Instant) -> Vec<Effect> {
         Event::LinkRequested { email, result } => link_requested(state, email, result),
         Event::LoggedIn(result) => match result {
             Ok(()) => {
-                state.screen = Screen::Connecting;
+                state.screen = Screen::Connecting { error: None };
                 effects.push(Effect::Connect);
             }
             Err(error) => login_failed(state, &error),
@@ -166,7 +166,11 @@ fn key_pressed(state: &mut State, key: KeyEvent, now: Instant, effects: &mut Vec
     if let Screen::Login(_) = state.screen {
         return login_key(state, key, effects);
     }
-    if state.screen == Screen::Connecting {
+    if let Screen::Connecting { error } = &mut state.screen {
+        if key.code == KeyCode::Enter && error.is_some() {
+            *error = None;
+            effects.push(Effect::Connect);
+        }
         return;
     }
     match key.code {
@@ -331,7 +335,8 @@ fn connect_failed(state: &mut State, error: &ClientError) {
             login.busy = false;
             login.error = Some(reason);
         }
-        _ => state.link = Link::Offline { reason },
+        Screen::Connecting { error } => *error = Some(reason),
+        Screen::Main => state.link = Link::Offline { reason },
     }
 }
 

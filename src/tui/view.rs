@@ -30,7 +30,7 @@ pub fn draw(frame: &mut Frame<'_>, state: &State, now: Instant) -> (u16, u16) {
         return (0, 0);
     }
     let view = match &state.screen {
-        Screen::Login(_) | Screen::Connecting => {
+        Screen::Login(_) | Screen::Connecting { .. } => {
             login(frame, state, area);
             state.view
         }
@@ -304,6 +304,12 @@ fn login(frame: &mut Frame<'_>, state: &State, area: Rect) {
                 LoginStep::Token { .. } => "Token: ",
             };
             (Some(login), label)
+        }
+        Screen::Connecting { error: Some(error) } => {
+            lines.push(Line::from(Span::styled(sanitize_line(error).into_owned(), error_style)));
+            lines.push(Line::default());
+            lines.push(Line::from(Span::styled("Enter: try again · Ctrl-C twice: quit", muted)));
+            (None, "")
         }
         _ => {
             lines.push(Line::from("Connecting…"));

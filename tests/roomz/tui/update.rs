@@ -44,7 +44,7 @@ fn the_login_journey() {
     assert_eq!(effects, [Effect::Login("abc-DEF_1".into())]);
     let effects = update(&mut s, Event::LoggedIn(Ok(())), Instant::now());
     assert_eq!(effects, [Effect::Connect]);
-    assert_eq!(s.screen, Screen::Connecting);
+    assert_eq!(s.screen, Screen::Connecting { error: None });
 
     let effects = update(
         &mut s,
@@ -87,6 +87,18 @@ fn login_errors_say_what_to_do() {
     update(&mut s, key(KeyCode::Esc), Instant::now());
     let Screen::Login(login) = &s.screen else { panic!() };
     assert_eq!((login.step.clone(), s.editor.text()), (LoginStep::Email, ME));
+}
+
+#[test]
+fn a_server_that_cannot_be_reached_at_start_can_be_tried_again() {
+    let mut s = state();
+    let down =
+        ClientError::Unreachable { url: "http://127.0.0.1:8000/".into(), reason: "refused".into() };
+    update(&mut s, Event::Connected(Err(down)), Instant::now());
+    let Screen::Connecting { error: Some(error) } = &s.screen else { panic!("{:?}", s.screen) };
+    assert!(error.starts_with("Cannot reach the server at http://127.0.0.1:8000/"));
+    assert_eq!(update(&mut s, key(KeyCode::Enter), Instant::now()), [Effect::Connect]);
+    assert_eq!(s.screen, Screen::Connecting { error: None });
 }
 
 #[test]

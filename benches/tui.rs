@@ -1,0 +1,95 @@
+//! Drawing benchmark of `roomz chat`: the time to draw a whole frame, and to handle a PgUp,
+//! with 10, 1,000 and 100,000 messages in the room. The view wraps only the messages it
+//! shows, so the two should cost the same.
+//!
+//! `cargo bench --bench tui`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use chrono::FixedOffset;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use roomz::client::Event as ClientEvent;
+use roomz::protocol::{Message, RoomSummary};
+use roomz::tui::settings::Settings;
+use roomz::tui::state::{State, Zone};
+use roomz::tui::update::{Event, update};
+use roomz::tui::view;
+
+const WIDTH: u16 = 120;
+const HEIGHT: u16 = 40;
+
+fn state_with(messages: u64) -> State {
+    let zone = Zone::Fixed(FixedOffset::east_opt(0).expect("UTC"));
+    let mut state = State::new("http://127.0.0.1:8000".into(), Settings::default(), zone);
+    let room = RoomSummary {
+        name: "general".into(),
+        members: 50,
+        last_seq: messages,
+        last_read: messages,
+        unread: 0,
+    };
+    let welcome =
+        ClientEvent::Welcome { email: "me@example.com".into(), name: None, rooms: vec![room] };
+    update(&mut state, Event::Client(welcome), Instant::now());
+    let log = &mut state.rooms[0].log;
+    for seq in 1..=messages {
+        log.insert(Message {
+            room: "general".into(),
+            seq,
+            id: format!("m{seq}"),
+            author: format!("user{}@example.com", seq % 37),
+            name: (seq % 3 == 0).then(|| format!("User {}", seq % 37)),
+            text: format!("message {seq}: a line of chat long enough to wrap at least once on a terminal of the usual width, with some 日本語 too"),
+            ts: 1_796_290_860_000 + seq as i64 * 7_000,
+        });
+    }
+    state.view = (WIDTH - 20, HEIGHT - 3);
+    state
+}
+
+fn per_iteration(iterations: u32, mut work: impl FnMut()) -> Duration {
+    for _ in 0..iterations / 10 {
+        work();
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        work();
+    }
+    started.elapsed() / iterations
+}
+
+fn main() {
+    let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT)).expect("test backend");
+    println!("roomz chat, {WIDTH}x{HEIGHT} terminal, one room");
+    for messages in [10, 1_000, 100_000] {
+        let mut state = state_with(messages);
+        let now = Instant::now();
+        let frame = per_iteration(500, || {
+            terminal
+                .draw(|f| {
+                    black_box(view::draw(f, &state, now));
+                })
+                .expect("draw");
+        });
+        let page_up = KeyEvent::new(KeyCode::PageUp, KeyModifiers::NONE);
+        let page_down = KeyEvent::new(KeyCode::PageDown, KeyModifiers::NONE);
+        let scroll = per_iteration(500, || {
+            black_box(update(&mut state, Event::Key(page_up), now));
+            black_box(update(&mut state, Event::Key(page_down), now));
+        }) / 2;
+        let key = KeyEvent::new(KeyCode::Char('x'), KeyModifiers::NONE);
+        let typing = per_iteration(5000, || {
+            black_box(update(&mut state, Event::Key(key), now));
+        });
+        state.editor.clear();
+        println!(
+            "  {messages:>7} messages: draw a frame {:>7.1} us, PgUp/PgDn {:>7.1} us, a typed key {:>5.2} us",
+            frame.as_secs_f64() * 1e6,
+            scroll.as_secs_f64() * 1e6,
+            typing.as_secs_f64() * 1e6,
+        );
+    }
+}
