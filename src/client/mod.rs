@@ -171,15 +171,24 @@ impl AsyncClient {
         })?;
         self.inner.api.request_magic_link(&email).await
     }
-
     /// Trades a magic-link token (or the whole pasted link) for a session, and caches it
-    /// when a `session_cache_file` is set.
+    /// when a `session_cache_file` is set. The token works once: if the cache cannot be
+    /// written, the session still serves this client (a warning is logged), and the next
+    /// start needs a new link.
     pub async fn login(&self, token: &str) -> Result<Session, ClientError> {
         let session = self.inner.api.verify(token).await?;
-        if let Some(cache) = &self.inner.cache {
-            cache.save(&session)?;
+        // Someone else logging in on this client: what the last one had seen is not theirs.
+        let previous =
+            self.inner.shared.me.lock().expect("me lock").as_ref().map(|(email, _)| email.clone());
+        if previous.is_some_and(|email| email != session.email) {
+            self.inner.shared.cursors.lock().expect("cursor lock").clear();
         }
         *self.inner.shared.session.lock().expect("session lock") = Some(session.clone());
+        if let Some(cache) = &self.inner.cache
+            && let Err(error) = cache.save(&session)
+        {
+            tracing::warn!(%error, "client: the session works, but it could not be cached");
+        }
         Ok(session)
     }
 
@@ -267,9 +276,11 @@ impl AsyncClient {
         *task = Some(tokio::spawn(connection.run(ws)));
         Ok(())
     }
-
+    /// Forgets the session and what it had seen, so another login starts clean.
     fn forget_session(&self) -> Result<(), ClientError> {
         *self.inner.shared.session.lock().expect("session lock") = None;
+        self.inner.shared.cursors.lock().expect("cursor lock").clear();
+        *self.inner.shared.me.lock().expect("me lock") = None;
         match &self.inner.cache {
             Some(cache) => cache.clear_if_for(&self.inner.options.server_url),
             None => Ok(()),

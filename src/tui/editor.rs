@@ -146,7 +146,12 @@ impl Editor {
     fn word_start(&self) -> usize {
         let before = &self.text[..self.cursor];
         let trimmed = before.trim_end_matches(|c: char| c.is_whitespace() && c != '\n');
-        trimmed.rfind(char::is_whitespace).map_or(0, |at| at + 1).min(trimmed.len())
+        // After the space before the word; spaces may be wider than a byte (U+00A0, U+3000).
+        trimmed
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace())
+            .map_or(0, |(at, space)| at + space.len_utf8())
     }
 
     /// Ctrl-W: deletes the word before the cursor (and the spaces after it).
@@ -289,6 +294,24 @@ mod tests {
         assert_eq!(e.text(), "brave new ");
         e.delete_to_line_end();
         assert_eq!(e.text(), "");
+    }
+
+    #[test]
+    fn spaces_wider_than_a_byte() {
+        for space in ['\u{a0}', '\u{3000}', '\u{2003}'] {
+            let mut e = typed(&format!("a{space}b"));
+            e.delete_word_back();
+            assert_eq!(e.text(), format!("a{space}"));
+            let mut e = typed(&format!("one{space}two"));
+            e.word_left();
+            e.insert('!');
+            assert_eq!(e.text(), format!("one{space}!two"));
+            e.word_left();
+            e.word_left();
+            e.word_right();
+            e.insert('?');
+            assert_eq!(e.text(), format!("one?{space}!two"));
+        }
     }
 
     #[test]

@@ -22,12 +22,16 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use self::settings::Settings;
 use self::state::{State, Zone};
-use self::update::{Effect, Event, PAGE, update};
+use self::update::{Effect, Event, PAGE, pending_reads, update};
 use crate::client::{AsyncClient, ClientError, config};
+
+/// Events handled between two drawings, at most.
+const BATCH: usize = 512;
 
 /// Where `roomz chat` connects when nothing says otherwise.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8000";
@@ -105,8 +109,9 @@ impl App {
         let mut terminal_events = EventStream::new();
         let mut client_events = self.client.events();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         if self.client.has_session()? {
             self.carry_out(Effect::Connect, guard)?;
         } else {
@@ -132,18 +137,49 @@ impl App {
                     None => return Ok(()),
                 },
                 Some(event) = client_events.recv() => Event::Client(event),
-                Some(event) = self.incoming.recv() => event,
-                _ = tick.tick() => Event::Tick,
-                _ = terminate.recv() => return Ok(()),
+                Some(event) = self.incoming.recv() => event,                _ = tick.tick() => Event::Tick,
+                _ = terminate.recv() => return self.leave(state, guard),
+                _ = hangup.recv() => return self.leave(state, guard),
+                _ = interrupt.recv() => return self.leave(state, guard),
             };
             dirty = true;
-            for effect in update(state, event, Instant::now()) {
-                self.carry_out(effect, guard)?;
+            self.handle(state, event, guard)?;
+            // Take what else is waiting before drawing again: a burst of messages is drawn
+            // once, and the client's event buffer is drained as fast as it fills.
+            for _ in 0..BATCH {
+                let Some(event) = client_events
+                    .try_recv()
+                    .map(Event::Client)
+                    .or_else(|| self.incoming.try_recv().ok())
+                else {
+                    break;
+                };
+                self.handle(state, event, guard)?;
             }
             if state.quit {
-                return Ok(());
+                return self.leave(state, guard);
             }
         }
+    }
+
+    fn handle(
+        &self,
+        state: &mut State,
+        event: Event,
+        guard: &mut terminal::Guard,
+    ) -> Result<(), ChatError> {
+        for effect in update(state, event, Instant::now()) {
+            self.carry_out(effect, guard)?;
+        }
+        Ok(())
+    }
+
+    /// On the way out: the read markers not sent yet go first.
+    fn leave(&self, state: &mut State, guard: &mut terminal::Guard) -> Result<(), ChatError> {
+        for effect in pending_reads(state) {
+            self.carry_out(effect, guard)?;
+        }
+        Ok(())
     }
 
     /// Starts the work an effect asks for; its result comes back as an event.
@@ -198,6 +234,9 @@ impl App {
                     let result = client.history(&room, before, PAGE).await;
                     report(Event::History { room, result });
                 });
+            }
+            Effect::Rooms => {
+                tokio::spawn(async move { report(Event::Rooms(client.rooms().await)) });
             }
             Effect::MarkRead { room, seq } => {
                 if let Err(error) = client.mark_read(&room, seq) {

@@ -111,16 +111,12 @@ pub fn up(state: &mut State, rows: u16) -> Moved {
                 hidden -= here;
                 key = before;
             }
-            None => {
-                set_scroll(state, Scroll::Top);
-                return Moved::AtTop;
-            }
+            None => return at_top(state, width, height),
         }
     }
     // Not enough above to fill the area: that is the top.
     if lines_above(state, room, key, hidden, width) < usize::from(height) {
-        set_scroll(state, Scroll::Top);
-        return Moved::AtTop;
+        return at_top(state, width, height);
     }
     set_scroll(state, Scroll::At { key, hidden: hidden as u16 });
     Moved::Within
@@ -199,6 +195,18 @@ pub fn bottom_of_top_view(
         }
     }
     None
+}
+
+/// Scrolled to the top. A log that fits on the screen is all in view: it stays "at the
+/// bottom", so new messages in it are read as they come.
+fn at_top(state: &mut State, width: u16, height: u16) -> Moved {
+    let fits = state
+        .room()
+        .is_none_or(|room| bottom_of_top_view(state, room, width, usize::from(height)).is_none());
+    if !fits {
+        set_scroll(state, Scroll::Top);
+    }
+    Moved::AtTop
 }
 
 fn set_scroll(state: &mut State, scroll: Scroll) {

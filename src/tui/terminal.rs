@@ -18,12 +18,15 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Takes over the terminal, and makes sure a panic gives it back first.
+    /// Takes over the terminal, and makes sure a panic gives it back first. A panic on any
+    /// thread ends the program: a chat whose background task died would only pretend to
+    /// work, on a terminal no longer set up for it.
     pub fn enter() -> std::io::Result<Self> {
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore();
             hook(info);
+            std::process::exit(101);
         }));
         enable_raw_mode()?;
         let entered = execute!(stdout(), EnterAlternateScreen, EnableBracketedPaste)

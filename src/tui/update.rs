@@ -47,6 +47,7 @@ pub enum Event {
         room: String,
         result: Result<HistoryPage, ClientError>,
     },
+    Rooms(Result<Vec<RoomSummary>, ClientError>),
     LoggedOut(Result<(), ClientError>),
 }
 
@@ -69,6 +70,8 @@ pub enum Effect {
         room: String,
         before: Option<Seq>,
     },
+    /// Ask for the rooms again (after events were missed).
+    Rooms,
     MarkRead {
         room: String,
         seq: Seq,
@@ -129,15 +132,41 @@ pub fn update(state: &mut State, event: Event, now: Instant) -> Vec<Effect> {
         },
         Event::Members { room, result } => members(state, &room, result, now),
         Event::History { room, result } => history(state, &room, result, now),
-        Event::LoggedOut(result) => {
-            if let Err(error) = result {
-                state.say(format!("logged out, but: {}", short(&error)), true, now);
+        Event::Rooms(result) => match result {
+            Ok(rooms) => {
+                for summary in &rooms {
+                    state.add_room(summary);
+                }
             }
-            *state = State::new(state.server.clone(), state.settings.clone(), state.zone);
-            state.login(Some("Logged out. Log in again with a new link.".to_owned()));
+            Err(error) => state.say(format!("cannot list rooms: {}", short(&error)), true, now),
+        },
+        Event::LoggedOut(result) => {
+            let message = match result {
+                Ok(()) => "Logged out. Log in again with a new link.".to_owned(),
+                Err(error) => format!("Logged out, but: {}", short(&error)),
+            };
+            start_over(state, message);
         }
     }
     effects
+}
+
+/// Back to the login screen with nothing of the old session kept (another address may log
+/// in next).
+fn start_over(state: &mut State, message: String) {
+    *state = State::new(state.server.clone(), state.settings.clone(), state.zone);
+    state.login(Some(message));
+}
+
+/// The read markers waiting to be sent (each tick, and on the way out).
+pub fn pending_reads(state: &mut State) -> Vec<Effect> {
+    state
+        .rooms
+        .iter_mut()
+        .filter_map(|room| {
+            room.read_to_send.take().map(|seq| Effect::MarkRead { room: room.name.clone(), seq })
+        })
+        .collect()
 }
 
 /// An error's message, without the parts that only repeat what the screen says.
@@ -326,7 +355,7 @@ fn login_failed(state: &mut State, error: &ClientError) {
 
 fn connect_failed(state: &mut State, error: &ClientError) {
     if error.needs_login() {
-        state.login(Some(login_advice(error)));
+        start_over(state, login_advice(error));
         return;
     }
     let reason = login_advice(error);
@@ -359,6 +388,7 @@ fn send(state: &mut State, text: String, effects: &mut Vec<Effect>) {
     if let Some(room) = state.room_mut() {
         room.scroll = Scroll::Bottom;
     }
+    seen(state);
     effects.push(Effect::Send { local, room, text });
 }
 
@@ -500,13 +530,8 @@ fn tick(state: &mut State, now: Instant, effects: &mut Vec<Effect>) {
     }
     if state.quit_armed.is_some_and(|at| now.duration_since(at) > QUIT_WINDOW) {
         state.quit_armed = None;
-    }
-    // Read markers go out at most once a tick per room.
-    for room in &mut state.rooms {
-        if let Some(seq) = room.read_to_send.take() {
-            effects.push(Effect::MarkRead { room: room.name.clone(), seq });
-        }
-    }
+    } // Read markers go out at most once a tick per room.
+    effects.extend(pending_reads(state));
 }
 
 fn client_event(state: &mut State, event: ClientEvent, now: Instant, effects: &mut Vec<Effect>) {
@@ -520,7 +545,7 @@ fn client_event(state: &mut State, event: ClientEvent, now: Instant, effects: &m
                 let ended_session =
                     ["session expired", "access revoked"].iter().any(|s| reason.contains(s));
                 if ended_session {
-                    state.login(Some(format!("{}. Log in with a new link.", capitalise(&reason))));
+                    start_over(state, format!("{}. Log in with a new link.", capitalise(&reason)));
                 } else {
                     state.link = Link::Offline { reason };
                 }
@@ -562,9 +587,17 @@ fn client_event(state: &mut State, event: ClientEvent, now: Instant, effects: &m
         ClientEvent::Outbox { .. } | ClientEvent::Presence { .. } | ClientEvent::Synced { .. } => {}
         ClientEvent::ServerError(error) => state.say(error.message, true, now),
         ClientEvent::Lagged(missed) => {
+            // Some messages never reached the chat: start every room afresh from the server.
             state.say(format!("missed {missed} events while busy; reloading"), true, now);
-            if let Some(room) = state.room_mut() {
+            for room in &mut state.rooms {
+                room.log = Default::default();
+                room.scroll = Scroll::Bottom;
                 room.loaded = false;
+                room.loading = false;
+                room.marker = None;
+            }
+            effects.push(Effect::Rooms);
+            if let Some(room) = state.room_mut() {
                 room.loading = true;
                 effects.push(Effect::History { room: room.name.clone(), before: None });
             }
@@ -638,7 +671,12 @@ fn message_arrived(state: &mut State, message: Message, effects: &mut Vec<Effect
     let counted = seq <= room.last_seq;
     room.last_seq = room.last_seq.max(seq);
     if mine {
+        // Writing in a room reads it (the server moves the marker too).
         room.last_read = room.last_read.max(seq);
+        room.unread = room.last_seq.saturating_sub(room.last_read);
+        if room.unread == 0 {
+            room.mentioned = false;
+        }
         return;
     }
     if seq <= room.last_read {
@@ -665,7 +703,7 @@ fn sent(state: &mut State, local: u64, result: Result<Sent, ClientError>, now: I
     };
     let unsent = state.unsent.remove(at);
     if let Err(error) = result {
-        if state.editor.is_empty() {
+        if state.editor.is_empty() && state.screen == Screen::Main {
             state.editor.set(&unsent.text);
         }
         state.say(
@@ -733,8 +771,18 @@ fn history(
             None => Scroll::Bottom,
         };
     }
+    let me = state.me.clone();
     let room: &mut Room = &mut state.rooms[index];
     for message in page.messages {
+        // A mention made while we were away shows too, until it is read.
+        let unread = message.seq > room.last_read;
+        if unread
+            && let Some((email, name)) = &me
+            && message.author != *email
+            && mentions(&message.text, email, name.as_deref())
+        {
+            room.mentioned = true;
+        }
         room.last_seq = room.last_seq.max(message.seq);
         room.log.insert(message);
     }

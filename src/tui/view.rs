@@ -126,7 +126,7 @@ fn room_list(frame: &mut Frame<'_>, state: &State, area: Rect) {
                 mark.to_owned()
             };
             let name_width = width.saturating_sub(count.width() + 2);
-            let name = clip(&format!("#{}", room.name), name_width);
+            let name = clip(&format!("#{}", sanitize_line(&room.name)), name_width);
             let pad = width.saturating_sub(name.width() + count.width() + 1);
             let text = format!(" {name}{}{count}", " ".repeat(pad));
             let style = if i == state.current {
@@ -202,7 +202,7 @@ fn separator_line(frame: &mut Frame<'_>, state: &State, area: Rect) {
     };
     let members =
         if room.members == 1 { "1 member".to_owned() } else { format!("{} members", room.members) };
-    let mut label = format!(" #{} · {members} ", room.name);
+    let mut label = format!(" #{} · {members} ", sanitize_line(&room.name));
     if room.scroll != Scroll::Bottom {
         label.push_str(&if room.unread > 0 {
             format!("· scrolled up, {} new below (PgDn) ", room.unread)
@@ -262,9 +262,10 @@ fn link_text(state: &State, now: Instant) -> (String, Style) {
             };
             (text, Style::default().fg(Color::Yellow))
         }
-        Link::Offline { reason } => {
-            (format!("✕ offline: {reason} · /reconnect"), Style::default().fg(Color::LightRed))
-        }
+        Link::Offline { reason } => (
+            format!("✕ offline: {} · /reconnect", sanitize_line(reason)),
+            Style::default().fg(Color::LightRed),
+        ),
     }
 }
 
@@ -317,10 +318,12 @@ fn login(frame: &mut Frame<'_>, state: &State, area: Rect) {
         }
     };
     let field_row = lines.len() as u16;
-    let mut field_width = 0;
+    let mut cursor_column = 0u16;
     if let Some(login) = label {
-        let text = state.editor.text().to_owned();
-        field_width = field_prefix.width() as u16;
+        // A long paste shows its end, where the cursor is.
+        let room = usize::from(width).saturating_sub(field_prefix.width() + 1);
+        let text = tail(state.editor.text(), room);
+        cursor_column = (field_prefix.width() + text.width()) as u16;
         lines.push(Line::from(vec![Span::styled(field_prefix, accent), Span::raw(text)]));
         lines.push(Line::default());
         if login.busy {
@@ -345,8 +348,8 @@ fn login(frame: &mut Frame<'_>, state: &State, area: Rect) {
     let box_area = Rect { x, y, width, height };
     frame.render_widget(Paragraph::new(Text::from(lines)).wrap(Wrap { trim: false }), box_area);
     if label.is_some() && !state.help {
-        let cursor_x = x + field_width + state.editor.text().width() as u16;
-        let cursor_y = y + field_row;
+        let cursor_x = x.saturating_add(cursor_column);
+        let cursor_y = y.saturating_add(field_row);
         if cursor_x < area.right() && cursor_y < area.bottom() {
             frame.set_cursor_position(Position { x: cursor_x, y: cursor_y });
         }
@@ -396,6 +399,22 @@ fn help(frame: &mut Frame<'_>, state: &State, area: Rect) {
     frame.render_widget(Clear, popup);
     let block = Block::default().borders(Borders::ALL).title(" roomz help ");
     frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+/// The longest end of `text` that fits in `width` cells.
+fn tail(text: &str, width: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for grapheme in text.graphemes(true).rev() {
+        let cell = grapheme.width();
+        if used + cell > width {
+            break;
+        }
+        used += cell;
+        kept.push(grapheme);
+    }
+    kept.into_iter().rev().collect()
 }
 
 /// The longest start of `text` that fits in `width` cells.

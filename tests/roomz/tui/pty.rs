@@ -14,6 +14,8 @@ use crate::support::{ALICE, BOB, PATIENCE, TestServer, event};
 /// The chat running in a pseudo-terminal, its screen kept by a terminal emulator.
 struct Chat {
     child: Box<dyn portable_pty::Child + Send + Sync>,
+    /// Says when the reader has seen the end of the output.
+    drained: std::sync::mpsc::Receiver<()>,
     /// Closing the master would hang up the terminal: it lives as long as the chat.
     _master: Box<dyn portable_pty::MasterPty + Send>,
     writer: Box<dyn Write + Send>,
@@ -39,6 +41,7 @@ impl Chat {
         let screen = Arc::new(Mutex::new(vt100::Parser::new(size(24), size(100), 0)));
         let raw = Arc::new(Mutex::new(Vec::new()));
         let (into_screen, into_raw) = (screen.clone(), raw.clone());
+        let (done, drained) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buffer) {
@@ -48,8 +51,9 @@ impl Chat {
                 into_screen.lock().unwrap().process(&buffer[..n]);
                 into_raw.lock().unwrap().extend_from_slice(&buffer[..n]);
             }
+            let _ = done.send(());
         });
-        Self { child, _master: pty.master, writer, screen, raw }
+        Self { child, drained, _master: pty.master, writer, screen, raw }
     }
 
     fn contents(&self) -> String {
@@ -78,11 +82,12 @@ impl Chat {
     fn paste(&mut self, text: &str) {
         self.type_keys(&format!("\u{1b}[200~{text}\u{1b}[201~"));
     }
-
+    /// Waits for the exit, and for the last of the output to be read.
     async fn exit_code(&mut self) -> u32 {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                let _ = self.drained.recv_timeout(Duration::from_secs(5));
                 return status.exit_code();
             }
             assert!(
@@ -92,6 +97,13 @@ impl Chat {
             );
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        // A failed test must not leave a chat running.
+        let _ = self.child.kill();
     }
 }
 
@@ -109,7 +121,7 @@ async fn log_in_chat_quit_and_come_back() {
     chat.paste(&link);
     chat.type_keys("\r");
     chat.shows("#general").await;
-    chat.shows("connected").await;
+    chat.shows("● connected").await;
     let session = home.join(".roomz/session.json");
     assert!(session.exists(), "the session is cached");
     #[cfg(unix)]

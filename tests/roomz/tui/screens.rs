@@ -116,6 +116,26 @@ fn narrow_and_tiny_terminals() {
 }
 
 #[test]
+fn resizing_while_scrolled_never_breaks() {
+    let mut s = busy();
+    for i in 5..300 {
+        deliver(
+            &mut s,
+            message("general", i, "bob@example.com", &format!("line {i} with some words to wrap")),
+        );
+    }
+    screen(&mut s, 100, 16, Instant::now());
+    for _ in 0..5 {
+        update(&mut s, super::support::key(crossterm::event::KeyCode::PageUp), Instant::now());
+    }
+    for (width, height) in [(30, 10), (200, 50), (12, 4), (100, 16)] {
+        let text = screen(&mut s, width, height, Instant::now());
+        assert!(text.lines().count() == usize::from(height));
+        update(&mut s, super::support::key(crossterm::event::KeyCode::PageDown), Instant::now());
+    }
+}
+
+#[test]
 fn reconnecting_with_unsent_messages() {
     let mut s = busy();
     let now = Instant::now();
@@ -152,6 +172,10 @@ fn hostile_text_never_reaches_the_terminal() {
         m.name = Some(format!("Mal\u{1b}[31m\u{202e}lory{i}"));
         deliver(&mut s, m);
     }
+    // The status bar shows our own name and the reason the client went offline.
+    s.me = Some((ME.into(), Some("Ali\u{202e}ce".into())));
+    let offline = ConnectionState::GaveUp { reason: "the server said \u{202e}no\u{2066}".into() };
+    update(&mut s, Event::Client(ClientEvent::Connection(offline)), Instant::now());
     let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();
     terminal
         .draw(|frame| {
@@ -168,6 +192,10 @@ fn hostile_text_never_reaches_the_terminal() {
     let text = terminal.backend().to_string();
     assert!(
         text.contains("title") && text.contains("isolate") && text.contains("Mal[31mlory0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Alice (alice@example.com)") && text.contains("the server said no"),
         "{text}"
     );
 }

@@ -330,3 +330,94 @@ fn the_connection_as_it_is() {
     s.editor.set("/reconnect");
     assert_eq!(update(&mut s, key(KeyCode::Enter), now), [Effect::Connect]);
 }
+
+#[test]
+fn missed_events_reload_every_room() {
+    let (mut s, _) = connected(&[room("general", 3, 3), room("ops", 2, 0)]);
+    update(
+        &mut s,
+        Event::Client(ClientEvent::Message(message("general", 4, "bob@example.com", "x"))),
+        Instant::now(),
+    );
+    let effects = update(&mut s, Event::Client(ClientEvent::Lagged(9)), Instant::now());
+    assert_eq!(effects, [Effect::Rooms, Effect::History { room: "general".into(), before: None }]);
+    assert!(s.rooms.iter().all(|r| r.log.entries.is_empty() && !r.loaded));
+    update(
+        &mut s,
+        Event::Rooms(Ok(vec![room("general", 9, 9), room("ops", 5, 0)])),
+        Instant::now(),
+    );
+    assert_eq!(s.rooms[1].unread, 5, "the server's counts are taken again");
+}
+
+#[test]
+fn writing_from_another_device_reads_the_room() {
+    let (mut s, _) = connected(&[room("general", 0, 0), room("ops", 0, 0)]);
+    for seq in 1..=3 {
+        update(
+            &mut s,
+            Event::Client(ClientEvent::Message(message("ops", seq, "bob@example.com", "@alice"))),
+            Instant::now(),
+        );
+    }
+    assert_eq!((s.rooms[1].unread, s.rooms[1].mentioned), (3, true));
+    update(
+        &mut s,
+        Event::Client(ClientEvent::Message(message("ops", 4, ME, "on it"))),
+        Instant::now(),
+    );
+    assert_eq!((s.rooms[1].unread, s.rooms[1].mentioned), (0, false));
+}
+
+#[test]
+fn a_short_room_stays_read_after_pgup() {
+    let (mut s, _) = connected(&[room("general", 1, 1)]);
+    s.view = (80, 20);
+    update(
+        &mut s,
+        Event::Client(ClientEvent::Message(message("general", 2, "bob@example.com", "hi"))),
+        Instant::now(),
+    );
+    update(&mut s, key(KeyCode::PageUp), Instant::now());
+    assert_eq!(s.room().unwrap().scroll, Scroll::Bottom, "nothing to scroll: it all fits");
+    update(
+        &mut s,
+        Event::Client(ClientEvent::Message(message("general", 3, "bob@example.com", "still here"))),
+        Instant::now(),
+    );
+    assert_eq!(s.room().unwrap().unread, 0);
+}
+
+#[test]
+fn read_markers_are_kept_for_the_way_out() {
+    let (mut s, _) = connected(&[room("general", 1, 0)]);
+    // Reading happened (switching in), no tick since: quitting still sends the marker.
+    assert_eq!(
+        roomz::tui::update::pending_reads(&mut s),
+        [Effect::MarkRead { room: "general".into(), seq: 1 }]
+    );
+    assert!(roomz::tui::update::pending_reads(&mut s).is_empty());
+}
+
+#[test]
+fn a_mention_in_loaded_history_marks_the_room() {
+    let (mut s, _) = connected(&[room("general", 0, 0), room("ops", 2, 0)]);
+    let page = HistoryPage {
+        messages: vec![message("ops", 1, "bob@example.com", "@alice while you were out")],
+        more: false,
+    };
+    update(&mut s, Event::History { room: "ops".into(), result: Ok(page) }, Instant::now());
+    assert!(s.rooms[1].mentioned);
+}
+
+#[test]
+fn a_session_that_ends_forgets_everything_of_it() {
+    let (mut s, _) = connected(&[room("general", 2, 2), room("ops", 0, 0)]);
+    s.editor.set("draft");
+    let gave_up = ConnectionState::GaveUp {
+        reason: "access revoked: this address is no longer allowed on the server".into(),
+    };
+    update(&mut s, Event::Client(ClientEvent::Connection(gave_up)), Instant::now());
+    assert!(matches!(s.screen, Screen::Login(_)));
+    assert!(s.rooms.is_empty() && s.me.is_none() && s.editor.is_empty());
+}
