@@ -4,7 +4,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use roomz::server::config::{AllowListSource, Config, ConfigError, VARIABLES_HELP};
+use roomz::protocol::text::canonical_email;
+use roomz::server::auth::session::SessionKeys;
+use roomz::server::clock::rfc3339;
+use roomz::server::config::{AllowListSource, Config, ConfigError, Loaded, VARIABLES_HELP};
 use roomz::server::{ServerOptions, start};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -26,6 +29,18 @@ enum Command {
         #[arg(long, value_name = "IP:PORT")]
         bind: Option<String>,
     },
+    /// Print a session for EMAIL, signed with the server's key, for a bot or a script.
+    ///
+    /// Reads the server's configuration (.env and the environment) like `roomz serve`. The
+    /// session works like one from a magic link: with `Authorization: Bearer`, or with
+    /// `AsyncClient`'s session cache.
+    Token {
+        /// An address on ALLOWED_EMAILS.
+        email: String,
+        /// How long the session lasts [default: JWT_EXPIRY_DAYS]
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
+    },
     /// Open the full-screen chat: log in with a magic link once, then chat.
     #[command(after_help = CHAT_HELP)]
     Chat {
@@ -45,7 +60,37 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { bind } => serve(bind),
         Command::Chat { server } => chat(server),
+        Command::Token { email, days } => token(&email, days),
     }
+}
+
+fn token(email: &str, days: Option<u32>) -> ExitCode {
+    let config = match load_config(None) {
+        Ok(loaded) => loaded.config,
+        Err(error) => return fail(&error),
+    };
+    let email = match canonical_email(email) {
+        Ok(email) => email,
+        Err(error) => {
+            return fail(&ConfigError {
+                message: error.to_string(),
+                hint: "give the address, as in alice@example.com".into(),
+            });
+        }
+    };
+    if !config.allowed_emails.contains(&email) {
+        return fail(&ConfigError {
+            message: format!(
+                "{email} is not on ALLOWED_EMAILS: the server would refuse its session"
+            ),
+            hint: "add it to ALLOWED_EMAILS first".into(),
+        });
+    }
+    let keys = SessionKeys::new(&config.jwt_secret, days.unwrap_or(config.jwt_expiry_days));
+    let (token, session) = keys.issue(&email, chrono::Utc::now().timestamp_millis());
+    println!("{token}");
+    eprintln!("a session for {email}, valid until {}", rfc3339(session.expires_at));
+    ExitCode::SUCCESS
 }
 
 fn chat(server: Option<String>) -> ExitCode {
@@ -67,7 +112,9 @@ fn chat(server: Option<String>) -> ExitCode {
     }
 }
 
-fn serve(bind: Option<String>) -> ExitCode {
+/// Reads the server's configuration: `.env` in the working directory, then the environment
+/// (which wins), then `--bind`.
+fn load_config(bind: Option<String>) -> Result<Loaded, ConfigError> {
     // Where ALLOWED_EMAILS comes from decides what SIGHUP can change: only .env is re-read.
     let allowlist_in_environment = std::env::var_os("ALLOWED_EMAILS").is_some();
     // Only the working directory's .env: never one found further up the tree.
@@ -76,13 +123,12 @@ fn serve(bind: Option<String>) -> ExitCode {
         Ok(()) => Some(std::env::current_dir().map_or(env_path.to_owned(), |d| d.join(".env"))),
         Err(error) if error.not_found() => None,
         Err(error) => {
-            return fail(&ConfigError {
+            return Err(ConfigError {
                 message: format!("cannot read .env: {error}"),
                 hint: "fix the line it names; each line is NAME=value".to_owned(),
             });
         }
     };
-    init_tracing();
     let source = match env_file {
         Some(path) if !allowlist_in_environment => AllowListSource::EnvFile(path),
         _ => AllowListSource::Environment,
@@ -91,10 +137,15 @@ fn serve(bind: Option<String>) -> ExitCode {
         ("ROOMZ_BIND", Some(bind)) => Some(bind.clone()),
         _ => std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
     };
-    let loaded = match Config::from_lookup(lookup, source) {
+    Config::from_lookup(lookup, source)
+}
+
+fn serve(bind: Option<String>) -> ExitCode {
+    let loaded = match load_config(bind) {
         Ok(loaded) => loaded,
         Err(error) => return fail(&error),
     };
+    init_tracing();
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

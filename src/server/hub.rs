@@ -6,22 +6,24 @@
 //! up by sequence number when it comes back), so one stalled reader never holds up a room.
 //! A message is serialised once and its bytes are shared by every recipient.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::queue;
 use crate::protocol::{
     ErrorCode, ErrorFrame, Member, PRESENCE_PUSH_MAX, RoomSummary, Seq, ServerFrame, close_code,
 };
 
 /// How many items a connection's queue holds before the connection counts as too slow:
 /// room for several commit batches (each can put up to `committer::MAX_BATCH` messages and
-/// as many acks in one queue). The channel allocates as it fills, so an idle connection
-/// does not pay for the capacity.
+/// as many acks in one queue). The queue allocates as it fills, so an idle connection does
+/// not pay for the capacity.
 pub const QUEUE_CAPACITY: usize = 4096;
 
 /// One message on its way to every listener of a room.
@@ -136,7 +138,7 @@ impl CloseSignal {
 pub struct Conn {
     pub id: u64,
     pub email: Arc<str>,
-    queue: mpsc::Sender<Outbound>,
+    queue: queue::Sender<Outbound>,
     signal: Arc<CloseSignal>,
     rooms: Mutex<HashSet<Arc<str>>>,
 }
@@ -144,15 +146,14 @@ pub struct Conn {
 impl Conn {
     /// Queues an item for the writer; a full queue closes the connection as too slow.
     pub fn push(&self, item: Outbound) {
-        match self.queue.try_send(item) {
+        match self.queue.push(item) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::Full) => {
                 if self.signal.reason().is_none() {
                     tracing::warn!(conn = self.id, email = %self.email, "ws: queue full, dropping slow connection");
                 }
                 self.close(CloseReason::TooSlow);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -190,15 +191,15 @@ impl Conn {
 /// The connections listening to one room.
 #[derive(Default)]
 struct Room {
-    conns: HashMap<u64, Arc<Conn>>,
+    conns: FxHashMap<u64, Arc<Conn>>,
     /// How many of those connections each user has.
-    users: HashMap<Arc<str>, usize>,
+    users: FxHashMap<Arc<str>, usize>,
 }
 
 #[derive(Default)]
 struct Inner {
-    rooms: HashMap<Arc<str>, Room>,
-    users: HashMap<Arc<str>, Vec<Arc<Conn>>>,
+    rooms: FxHashMap<Arc<str>, Room>,
+    users: FxHashMap<Arc<str>, Vec<Arc<Conn>>>,
 }
 
 impl Inner {
@@ -276,8 +277,8 @@ impl Hub {
     }
 
     /// Makes a connection and the receiving end of its queue. It is not registered yet.
-    pub fn connection(&self, email: Arc<str>) -> (Arc<Conn>, mpsc::Receiver<Outbound>) {
-        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+    pub fn connection(&self, email: Arc<str>) -> (Arc<Conn>, queue::Receiver<Outbound>) {
+        let (queue, rx) = queue::queue(QUEUE_CAPACITY);
         let conn = Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             email,

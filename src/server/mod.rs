@@ -14,6 +14,7 @@ pub mod hub;
 pub mod locks;
 pub mod mailer;
 pub mod names;
+pub mod queue;
 pub mod ratelimit;
 pub mod state;
 pub mod store;
@@ -62,6 +63,9 @@ const LINK_REQUESTS_PER_SECOND: f64 = 10.0 / 60.0;
 /// allowed to cost everyone else.
 const REQUEST_BURST: u32 = 60;
 const REQUESTS_PER_SECOND: f64 = 20.0;
+
+/// How often the store's write-ahead log is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// How often expired magic links and old rate-limit records are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -187,6 +191,7 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
     });
     let pruner = tokio::spawn(prune_periodically(state.clone()));
+    tokio::spawn(checkpoint_periodically(state.clone()));
 
     tracing::info!(
         %addr,
@@ -207,6 +212,20 @@ fn default_public_url(addr: SocketAddr) -> Url {
     };
     Url::parse(&format!("http://{host}:{}", addr.port()))
         .expect("a socket address makes a valid URL")
+}
+
+async fn checkpoint_periodically(state: AppState) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(error) = state.store.checkpoint().await {
+                    tracing::warn!(%error, "store: checkpoint failed");
+                }
+            }
+        }
+    }
 }
 
 async fn prune_periodically(state: AppState) {

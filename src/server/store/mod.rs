@@ -152,6 +152,12 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Option<String>>;
 
+    /// Housekeeping the server runs every second, off the path of requests (SQLite copies
+    /// its write-ahead log into the database file here).
+    async fn checkpoint(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Deletes rate-limit records and magic links that can no longer matter.
     async fn prune(&self, now: Millis) -> StoreResult<()>;
 

@@ -25,8 +25,11 @@ use super::state::AppState;
 /// connection. Below it, frames over `limits.max_frame_bytes` get an error and the
 /// connection stays.
 const TRANSPORT_MAX_MESSAGE: usize = 1 << 20;
-/// Socket buffers: small, because most connections are idle most of the time.
-const SOCKET_BUFFER: usize = 4 * 1024;
+/// The read buffer: small, because most connections are idle most of the time.
+const READ_BUFFER: usize = 4 * 1024;
+/// How much is gathered before a write: a batch of deliveries goes out in one `write`.
+/// The buffer grows only when a connection is busy.
+const WRITE_BUFFER: usize = 16 * 1024;
 /// Most bytes waiting to be written to one socket before writes fail. It must hold the
 /// largest frame the server sends (history pages are kept under 512 KiB).
 const MAX_WRITE_BUFFER: usize = 4 << 20;
@@ -48,8 +51,8 @@ pub async fn upgrade(
     }
     let session = auth.session;
     let ws = ws
-        .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(TRANSPORT_MAX_MESSAGE)
         .max_frame_size(TRANSPORT_MAX_MESSAGE);

@@ -7,25 +7,27 @@
 //! missed (a race between catch-up and live delivery), and the gap is read from the store
 //! before the message goes out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use rustc_hash::FxHashMap;
 
 use crate::protocol::{ErrorFrame, Seq, ServerFrame};
 use crate::server::hub::{CloseReason, CloseSignal, Delivery, Outbound};
+use crate::server::queue;
 use crate::server::store::{Store, StoreError};
 
 /// Items taken from the queue per flush.
 const WRITE_BATCH: usize = 64;
 /// Messages read from the store per catch-up query.
 const CATCH_UP_PAGE: u32 = 500;
-/// How long the client may take no data at all before it counts as gone.
+/// How long one flush may wait for the client to take data before it counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the error and close frames that end a connection may take to go out.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -68,13 +70,13 @@ pub struct Writer {
 
 /// The writer's memory: per room, the last sequence sent.
 #[derive(Default)]
-struct Cursors(HashMap<Arc<str>, Seq>);
+struct Cursors(FxHashMap<Arc<str>, Seq>);
 
 impl Writer {
     /// Runs until the queue ends (every sender gone) or the connection is kicked; then sends
     /// the close. Ends early, without a close, when the socket fails or stops taking data.
     /// Returns how the connection ended, for the log.
-    pub async fn run(mut self, mut queue: mpsc::Receiver<Outbound>) -> &'static str {
+    pub async fn run(mut self, mut queue: queue::Receiver<Outbound>) -> &'static str {
         let mut cursors = Cursors::default();
         let mut items = Vec::with_capacity(WRITE_BATCH);
         let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -87,10 +89,13 @@ impl Writer {
             tokio::time::sleep(SHUTDOWN_DRAIN).await;
         };
         tokio::pin!(drain_deadline);
+        // Made once: polling a fresh one on every turn of the loop costs on every delivery.
+        let closed = signal.closed();
+        tokio::pin!(closed);
         let farewell = loop {
             tokio::select! {
                 biased;
-                () = signal.closed() => break signal.reason(),
+                () = &mut closed => break signal.reason(),
                 () = &mut drain_deadline => break Some(CloseReason::ShuttingDown),
                 received = queue.recv_many(&mut items, WRITE_BATCH) => {
                     if received == 0 {
@@ -98,7 +103,7 @@ impl Writer {
                     }
                     let written = tokio::select! {
                         written = self.write(&mut cursors, items.drain(..)) => written,
-                        () = signal.closed() => break signal.reason(),
+                        () = &mut closed => break signal.reason(),
                         () = &mut drain_deadline => break Some(CloseReason::ShuttingDown),
                     };
                     match written {
@@ -125,16 +130,14 @@ impl Writer {
         }
     }
 
-    /// Queues one frame in the socket; fails when the client takes no data for
-    /// [`WRITE_TIMEOUT`].
+    /// Queues one frame in the socket's buffer. No timer here: this is the path of every
+    /// delivery. When the buffer is full this waits for the client; a client that stops
+    /// reading is closed by the full queue (or by the flush deadline) instead.
     async fn feed(&mut self, message: WsMessage) -> Result<(), WriteError> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.feed(message)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(WriteError::Socket),
-        }
+        Ok(self.sink.feed(message).await?)
     }
 
-    /// Sends what is queued in the socket, with the same deadline.
+    /// Sends what is buffered; fails when the client takes no data for [`WRITE_TIMEOUT`].
     async fn flush(&mut self) -> Result<(), WriteError> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.sink.flush()).await {
             Ok(result) => Ok(result?),
@@ -191,7 +194,9 @@ impl Writer {
             self.send_from_store(cursors, &delivery.room, last, Some(delivery.seq - 1)).await?;
         }
         self.feed(WsMessage::Text(delivery.frame.clone())).await?;
-        cursors.0.insert(delivery.room.clone(), delivery.seq);
+        if let Some(cursor) = cursors.0.get_mut(&delivery.room) {
+            *cursor = delivery.seq;
+        }
         Ok(())
     }
 

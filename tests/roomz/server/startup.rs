@@ -227,3 +227,41 @@ async fn sigterm_closes_connections_cleanly_and_logs_hold_no_secret() {
     assert!(!stderr.contains(&session), "the session is in the log");
     assert!(!stderr.contains("token="), "a magic link is in the log");
 }
+
+#[tokio::test]
+async fn the_token_command_signs_a_session_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = base_env(dir.path());
+    let token = |email: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_roomz"))
+            .arg("token")
+            .arg(email)
+            .args(extra)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("HOME", dir.path())
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let signed = token("Alice@Example.com", &["--days", "2"]);
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    let session = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    assert_eq!(session.matches('.').count(), 2, "one JWT on standard output: {session}");
+
+    let server = ServerProcess::spawn(dir.path(), &vars, &[]).ready().await;
+    let me = reqwest::Client::new()
+        .get(server.url("/api/me"))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me: roomz::protocol::http::Me = me.json().await.unwrap();
+    assert_eq!(me.email, ALICE);
+
+    let stranger = token("mallory@example.com", &[]);
+    assert_eq!(stranger.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&stranger.stderr).contains("is not on ALLOWED_EMAILS"));
+    assert_eq!(token(ALICE, &["--days", "0"]).status.code(), Some(2));
+}

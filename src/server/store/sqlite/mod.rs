@@ -5,7 +5,6 @@
 //! transactions: they take the write lock up front, so two writers never race on a
 //! sequence number or a member count.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,7 +17,13 @@ use super::{Appended, Joined, LinkQuota, LinkState, NewMessage, Store, StoreErro
 use crate::protocol::text::DEFAULT_ROOM;
 use crate::protocol::{Message, Millis, RoomSummary, Seq};
 
+mod append;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/server/store/migrations/sqlite");
+
+/// A WAL this many pages long (about 256 MiB) that a checkpoint cannot empty is worth a
+/// warning.
+const WAL_PAGES_WARNING: i64 = 65_536;
 
 /// How long a writer waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,9 +33,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const EXPIRED_LINK_RETENTION_MS: Millis = 24 * 60 * 60 * 1000;
 
 /// The SQLite store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The connection that appends messages, and the sequences it has written.
+    appender: append::Appender,
 }
 
 impl SqliteStore {
@@ -46,14 +53,22 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
+            // No checkpoint inside a commit: it would stall the messages waiting for that
+            // commit. `checkpoint` runs them beside the writers instead.
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options)
+            // A connection in use errors by itself when the file is gone: no ping (a round
+            // trip to its thread) before every use.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        // Messages are appended on a connection of their own, outside the pool.
+        let writer = options.statement_cache_capacity(512);
+        Ok(Self { pool, appender: append::Appender::open(writer).await? })
     }
 
     /// The pool, for tests that look at the file directly.
@@ -62,11 +77,11 @@ impl SqliteStore {
     }
 }
 
-fn seq_to_db(seq: Seq) -> i64 {
+pub(super) fn seq_to_db(seq: Seq) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-fn seq_from_db(value: i64) -> Seq {
+pub(super) fn seq_from_db(value: i64) -> Seq {
     Seq::try_from(value).unwrap_or(0)
 }
 
@@ -259,83 +274,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, batch: &[NewMessage], now: Millis) -> StoreResult<Vec<Appended>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // room name -> (room id, last sequence so far in this transaction)
-        let mut rooms: HashMap<&str, (i64, Seq)> = HashMap::new();
-        // (room id, author) -> newest sequence they wrote in this batch
-        let mut newest_by_author: HashMap<(i64, &str), Seq> = HashMap::new();
-        let mut results = Vec::with_capacity(batch.len());
-
-        for message in batch {
-            let (room_id, last_seq) = match rooms.get(message.room.as_str()) {
-                Some(state) => *state,
-                None => {
-                    let row = sqlx::query("SELECT id, last_seq FROM rooms WHERE name = ?1")
-                        .bind(&message.room)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let Some(row) = row else {
-                        results.push(Appended::NoSuchRoom);
-                        continue;
-                    };
-                    let state = (row.try_get("id")?, seq_from_db(row.try_get("last_seq")?));
-                    rooms.insert(&message.room, state);
-                    state
-                }
-            };
-            let seq = last_seq + 1;
-            let inserted = sqlx::query(
-                "INSERT INTO messages (room_id, seq, author, client_id, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (author, client_id) DO NOTHING",
-            )
-            .bind(room_id)
-            .bind(seq_to_db(seq))
-            .bind(&message.author)
-            .bind(&message.client_id)
-            .bind(&message.text)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                rooms.insert(&message.room, (room_id, seq));
-                newest_by_author.insert((room_id, &message.author), seq);
-                results.push(Appended::New { seq, ts: now });
-                continue;
-            }
-            let earlier = sqlx::query(
-                "SELECT r.name, m.seq, m.created_at FROM messages m JOIN rooms r ON r.id = m.room_id
-                 WHERE m.author = ?1 AND m.client_id = ?2",
-            )
-            .bind(&message.author)
-            .bind(&message.client_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            results.push(Appended::Duplicate {
-                room: earlier.try_get("name")?,
-                seq: seq_from_db(earlier.try_get("seq")?),
-                ts: earlier.try_get("created_at")?,
-            });
-        }
-
-        for (room_id, last_seq) in rooms.values() {
-            sqlx::query("UPDATE rooms SET last_seq = ?2 WHERE id = ?1 AND last_seq < ?2")
-                .bind(room_id)
-                .bind(seq_to_db(*last_seq))
-                .execute(&mut *tx)
-                .await?;
-        }
-        for ((room_id, author), seq) in &newest_by_author {
-            sqlx::query("UPDATE room_members SET last_read = max(last_read, ?3) WHERE room_id = ?1 AND email = ?2")
-                .bind(room_id)
-                .bind(*author)
-                .bind(seq_to_db(*seq))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(results)
+        self.appender.append(&self.pool, batch, now).await
     }
 
     async fn messages_after(
@@ -485,6 +424,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn checkpoint(&self) -> StoreResult<()> {
+        // PASSIVE: copies what it can into the database file without waiting for (or
+        // blocking) readers and writers; the WAL starts over once it is all copied.
+        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&self.pool).await?;
+        let (log, copied): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+        if log > WAL_PAGES_WARNING && copied < log {
+            tracing::warn!(log, copied, "store: the WAL is growing faster than it is checkpointed");
+        }
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -545,6 +495,48 @@ mod tests {
         assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3]);
         let after = store.messages_after("general", 1, 10).await.unwrap();
         assert_eq!(after.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["3", "4"]);
+    }
+
+    #[tokio::test]
+    async fn big_batches_across_rooms_and_a_resend_in_between() {
+        let (_dir, store) = store().await;
+        store.ensure_user("a@x.io", 1).await.unwrap();
+        for room in ["r1", "r2"] {
+            store.join_room("a@x.io", room, 1).await.unwrap();
+        }
+        let rooms = ["general", "r1", "r2"];
+        let batch = |from: usize, to: usize| -> Vec<NewMessage> {
+            (from..to).map(|i| msg(rooms[i % 3], "a@x.io", &format!("b{i}"))).collect()
+        };
+        let seqs = |out: &[Appended]| -> Vec<Seq> {
+            out.iter()
+                .map(|a| match a {
+                    Appended::New { seq, .. } | Appended::Duplicate { seq, .. } => *seq,
+                    Appended::NoSuchRoom => 0,
+                })
+                .collect()
+        };
+        let first = store.append(&batch(0, 250), 5).await.unwrap();
+        assert_eq!(&seqs(&first)[..6], [1, 1, 1, 2, 2, 2]);
+        assert_eq!(
+            seqs(&first)[249],
+            84,
+            "250 messages over 3 rooms: the last is the 84th of its room"
+        );
+        // A resend in a batch takes the careful path; the fast path after it goes on right.
+        let mut mixed = batch(250, 253);
+        mixed.push(msg("general", "a@x.io", "b0"));
+        let second = store.append(&mixed, 6).await.unwrap();
+        assert_eq!(second[3], Appended::Duplicate { room: "general".into(), seq: 1, ts: 5 });
+        let third = store.append(&batch(253, 256), 7).await.unwrap();
+        // 256 messages round-robin: general has 86, r1 and r2 have 85 each.
+        assert_eq!(seqs(&third), [85, 85, 86]);
+        for (room, count) in [("general", 86), ("r1", 85), ("r2", 85)] {
+            let all = store.messages_after(room, 0, 1000).await.unwrap();
+            let numbers: Vec<Seq> = all.iter().map(|m| m.seq).collect();
+            assert_eq!(numbers, (1..=count).collect::<Vec<_>>(), "{room} has no gap");
+        }
+        assert_eq!(store.rooms_of("a@x.io").await.unwrap()[0].last_seq, 86);
     }
 
     #[tokio::test]

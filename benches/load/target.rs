@@ -1,0 +1,229 @@
+//! The server under load, as a child process of its own (so its CPU time and memory can be
+//! read from /proc): `roomz serve` on a fresh SQLite file, or InspIRCd.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roomz::server::auth::session::SessionKeys;
+use roomz::server::config::Secret;
+
+const SECRET: &str = "load-generator-secret-that-is-long-enough-0123456789";
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Roomz,
+    Irc,
+}
+
+/// A running server under test.
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+    keys: SessionKeys,
+    log: Log,
+}
+
+/// The address of user `i`.
+pub fn email(i: usize) -> String {
+    format!("u{i}@load.test")
+}
+
+impl Target {
+    /// Starts `roomz serve` for `users` users; `prepare` may fill the database first.
+    pub async fn roomz(users: usize, prepare: Option<&dyn Fn(&Path)>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("load.db");
+        if let Some(prepare) = prepare {
+            prepare(&db);
+        }
+        // The allow-list of thousands goes in .env: the environment has a size limit.
+        let mut env = std::fs::File::create(dir.path().join(".env")).expect(".env");
+        let emails: Vec<String> = (0..users).map(email).collect();
+        writeln!(env, "ALLOWED_EMAILS={}", emails.join(",")).expect("write .env");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomz"));
+        command
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("JWT_SECRET_KEY", SECRET)
+            .env("DATABASE_URL", format!("sqlite:{}", db.display()))
+            .env("ROOMZ_BIND", "127.0.0.1:0")
+            .env("ROOMZ_MESSAGES_PER_SECOND", "1000000")
+            .env("ROOMZ_MESSAGE_BURST", "1000000")
+            .env(
+                "RUST_LOG",
+                "warn,roomz::server=info,roomz::server::ws=warn,roomz::server::auth=warn",
+            );
+        // Settings of the server's runtime can be passed through for experiments.
+        for name in ["TOKIO_WORKER_THREADS"] {
+            if let Ok(value) = std::env::var(format!("LOAD_{name}")) {
+                command.env(name, value);
+            }
+        }
+        let listening = |line: &str| -> Option<SocketAddr> {
+            let at = line.find("roomz serve: listening")?;
+            line[at..].split_whitespace().find_map(|w| w.strip_prefix("addr="))?.parse().ok()
+        };
+        let (child, log, addr) = spawn(command, Some(&listening));
+        let addr = addr.expect("spawn returns the address it waited for");
+        let keys = SessionKeys::new(&Secret::new(SECRET), 1);
+        Self { kind: Kind::Roomz, addr, child, _dir: dir, keys, log }
+    }
+
+    /// Starts InspIRCd with flood limits out of the way.
+    pub async fn inspircd() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("a bound address")
+            .port();
+        let config = dir.path().join("inspircd.conf");
+        let text = include_str!("inspircd.conf")
+            .replace("{PORT}", &port.to_string())
+            .replace("{DIR}", &dir.path().display().to_string());
+        std::fs::write(&config, text).expect("write inspircd.conf");
+        let mut command = Command::new("inspircd");
+        command
+            .args(["--nofork", "--nopid", "--runasroot", "--config"])
+            .arg(&config)
+            .current_dir(dir.path());
+        let (child, log, _) = spawn::<()>(command, None);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                let keys = SessionKeys::new(&Secret::new(SECRET), 1);
+                return Self { kind: Kind::Irc, addr, child, _dir: dir, keys, log };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "InspIRCd did not listen on {addr}: {:?}",
+            log.lock().expect("no thread panicked holding the lock")
+        );
+    }
+
+    /// A session for user `i`, as `roomz token` would sign it.
+    pub fn session(&self, i: usize) -> String {
+        self.keys.issue(&email(i), chrono::Utc::now().timestamp_millis()).0
+    }
+
+    /// CPU time the server used so far.
+    pub fn cpu(&self) -> Duration {
+        cpu_of(&format!("/proc/{}/stat", self.child.id()))
+    }
+
+    /// The server's resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    /// The last lines the server logged (for a report when something went wrong).
+    pub fn recent_log(&self) -> Vec<String> {
+        self.log.lock().expect("no thread panicked holding the lock").clone()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last lines a server wrote, for the message when it fails.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Looks at one line of server output and returns what it was waiting for.
+type ReadyTest<'a, T> = &'a dyn Fn(&str) -> Option<T>;
+
+/// Starts a server and keeps draining its output (a full pipe would block it). With a
+/// `ready` test, waits for the first line it accepts and returns what it found.
+fn spawn<T>(mut command: Command, ready: Option<ReadyTest<'_, T>>) -> (Child, Log, Option<T>) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the server starts");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let outputs: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
+        child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>),
+    ];
+    for output in outputs.into_iter().flatten() {
+        let (log, lines) = (log.clone(), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                let _ = lines.send(line.clone());
+                let mut log = log.lock().expect("no thread panicked holding the lock");
+                log.push(line);
+                if log.len() > 200 {
+                    log.remove(0);
+                }
+            }
+        });
+    }
+    let Some(ready) = ready else {
+        return (child, log, None);
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match received.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Some(found) = ready(&line) {
+                    return (child, log, Some(found));
+                }
+            }
+            Err(_) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "the server exited with {status}: {:?}",
+                        log.lock().expect("no thread panicked holding the lock")
+                    );
+                }
+            }
+        }
+    }
+    panic!(
+        "the server never said it was ready: {:?}",
+        log.lock().expect("no thread panicked holding the lock")
+    );
+}
+
+/// CPU time (user and system) of the process whose stat file this is.
+pub fn cpu_of(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
