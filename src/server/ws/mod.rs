@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use self::frames::Connection;
 use self::writer::Writer;
@@ -101,14 +102,22 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
     );
     let expiry = tokio::time::sleep(expires_in);
     tokio::pin!(expiry);
+    // Every future of the loop is made once, outside it: the loop turns on every frame.
+    let closed = signal.closed();
+    let shutdown = state.shutdown.cancelled();
+    tokio::pin!(closed, shutdown);
+    // The silence deadline moves only when its timer fires (to the last frame plus the
+    // allowance), not on every frame.
+    let mut last_frame = Instant::now();
+    let silence = tokio::time::sleep_until(last_frame + HELLO_TIMEOUT);
+    tokio::pin!(silence);
     let mut connection = Connection::new(state.clone(), conn, session);
 
     let ended = loop {
-        let deadline = if connection.greeted() { IDLE_TIMEOUT } else { HELLO_TIMEOUT };
         let next = tokio::select! {
             biased;
-            () = signal.closed() => break "closed by the server",
-            () = state.shutdown.cancelled() => break "server shutting down",
+            () = &mut closed => break "closed by the server",
+            () = &mut shutdown => break "server shutting down",
             ended = &mut writer => {
                 writer_done = true;
                 break ended.unwrap_or("the writer failed");
@@ -118,23 +127,33 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
                 connection.conn().close(CloseReason::SessionExpired);
                 break "session expired";
             }
-            next = tokio::time::timeout(deadline, stream.next()) => next,
-        };
-        let message = match next {
-            Err(_) if connection.greeted() => break "idle timeout",
-            Err(_) => {
+            () = &mut silence => {
+                let allowed = if connection.greeted() { IDLE_TIMEOUT } else { HELLO_TIMEOUT };
+                if last_frame.elapsed() < allowed {
+                    silence.as_mut().reset(last_frame + allowed);
+                    continue;
+                }
+                if connection.greeted() {
+                    break "idle timeout";
+                }
                 connection.conn().close(CloseReason::NoHello);
                 break "no hello in time";
             }
-            Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => break "closed by the client",
-            Ok(Some(Err(_))) => break "transport error (oversized or malformed frame, or a reset)",
-            Ok(Some(Ok(message))) => message,
+            next = stream.next() => next,
+        };
+        last_frame = Instant::now();
+        let message = match next {
+            None | Some(Ok(WsMessage::Close(_))) => break "closed by the client",
+            Some(Err(_)) => break "transport error (oversized or malformed frame, or a reset)",
+            Some(Ok(message)) => message,
         };
         if !connection.still_allowed() {
             break "access ended";
         }
         match message {
-            WsMessage::Text(text) => connection.handle(&text).await,
+            // Boxed: the handlers' state is large and only lives while a frame is handled,
+            // so an idle connection does not carry it.
+            WsMessage::Text(text) => Box::pin(connection.handle(&text)).await,
             WsMessage::Binary(_) => connection.binary(),
             WsMessage::Ping(_) => connection.conn().push(Outbound::Flush),
             WsMessage::Pong(_) | WsMessage::Close(_) => {}

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
+use futures_util::{FutureExt, SinkExt};
 use tokio_util::sync::CancellationToken;
 
 use rustc_hash::FxHashMap;
@@ -139,7 +139,12 @@ impl Writer {
 
     /// Sends what is buffered; fails when the client takes no data for [`WRITE_TIMEOUT`].
     async fn flush(&mut self) -> Result<(), WriteError> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.flush()).await {
+        let mut flush = std::pin::pin!(self.sink.flush());
+        // Most flushes end at once (the socket takes the bytes); those need no timer.
+        if let Some(result) = (&mut flush).now_or_never() {
+            return Ok(result?);
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, flush).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(WriteError::Socket),
         }
@@ -160,12 +165,14 @@ impl Writer {
             match item {
                 Outbound::Frame(bytes) => self.feed(WsMessage::Text(bytes)).await?,
                 Outbound::Message(delivery) => self.deliver(cursors, &delivery).await?,
-                Outbound::CatchUp(rooms) => self.catch_up(cursors, rooms).await?,
+                // Boxed, like every path that reads the store: their state would otherwise
+                // sit in every idle connection's writer.
+                Outbound::CatchUp(rooms) => Box::pin(self.catch_up(cursors, rooms)).await?,
                 Outbound::Follow { room, after } => {
                     // A message may have been committed between the join and this item:
                     // send whatever the store has after `after` now.
                     if !cursors.0.contains_key(&room) {
-                        self.send_from_store(cursors, &room, after, None).await?;
+                        Box::pin(self.send_from_store(cursors, &room, after, None)).await?;
                     }
                 }
                 Outbound::Unfollow(room) => {
@@ -191,7 +198,8 @@ impl Writer {
             return Ok(());
         }
         if delivery.seq > last + 1 {
-            self.send_from_store(cursors, &delivery.room, last, Some(delivery.seq - 1)).await?;
+            let gap = self.send_from_store(cursors, &delivery.room, last, Some(delivery.seq - 1));
+            Box::pin(gap).await?;
         }
         self.feed(WsMessage::Text(delivery.frame.clone())).await?;
         if let Some(cursor) = cursors.0.get_mut(&delivery.room) {
