@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use roomz::protocol::text::canonical_email;
 use roomz::server::auth::session::SessionKeys;
 use roomz::server::clock::rfc3339;
-use roomz::server::config::{AllowListSource, Config, ConfigError, Loaded, VARIABLES_HELP};
+use roomz::server::config::{
+    AllowListSource, Config, ConfigError, Loaded, VARIABLES_HELP, env_file_error,
+};
 use roomz::server::{ServerOptions, start};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -124,7 +126,7 @@ fn load_config(bind: Option<String>) -> Result<Loaded, ConfigError> {
         Err(error) if error.not_found() => None,
         Err(error) => {
             return Err(ConfigError {
-                message: format!("cannot read .env: {error}"),
+                message: format!("cannot read .env: {}", env_file_error(&error)),
                 hint: "fix the line it names; each line is NAME=value".to_owned(),
             });
         }

@@ -16,7 +16,7 @@ use crate::protocol::{ErrorCode, ErrorFrame, Message, ServerFrame};
 use crate::server::clock::Clock;
 
 /// Most messages in one transaction. A batch lands in each listener's queue at once, so
-/// this stays well below `hub::QUEUE_CAPACITY`.
+/// this stays well below the items of `hub::QUEUE_BOUNDS`.
 pub const MAX_BATCH: usize = 512;
 
 /// Messages waiting for the committer before senders wait for room.

@@ -156,7 +156,9 @@ impl Config {
         let jwt_secret = jwt_secret(lookup("JWT_SECRET_KEY"))?;
         let allowed_emails = allowed_emails(get("ALLOWED_EMAILS"), &mut warnings)?;
         let mailer = mailer(get("EMAIL_SENDER"), get("RESEND_API_KEY"), get("RESEND_BASE_URL"))?;
-        if let Some(limit) = get("RESEND_RATE_LIMIT") {
+        // Checked as it is, not trimmed: resend-rs reads the variable itself and takes
+        // nothing but digits.
+        if let Some(limit) = lookup("RESEND_RATE_LIMIT") {
             bounded_int("RESEND_RATE_LIMIT", Some(limit), 9, 1_000, None, &mut warnings)?;
         }
         let email_from = email_from(get("EMAIL_FROM"))?;
@@ -266,8 +268,9 @@ pub fn parse_allowed_emails(value: &str) -> Result<Vec<String>, ConfigError> {
 /// Reads `ALLOWED_EMAILS` again from a `.env` file (on SIGHUP).
 pub fn allowed_emails_from_file(path: &std::path::Path) -> Result<Vec<String>, ConfigError> {
     let hint = "fix the file; the previous allow-list stays in force";
-    let unreadable =
-        |e: dotenvy::Error| ConfigError::new(format!("cannot read {}: {e}", path.display()), hint);
+    let unreadable = |e: dotenvy::Error| {
+        ConfigError::new(format!("cannot read {}: {}", path.display(), env_file_error(&e)), hint)
+    };
     for item in dotenvy::from_path_iter(path).map_err(unreadable)? {
         let (name, value) = item.map_err(unreadable)?;
         if name == "ALLOWED_EMAILS" {
@@ -275,6 +278,27 @@ pub fn allowed_emails_from_file(path: &std::path::Path) -> Result<Vec<String>, C
         }
     }
     Err(ConfigError::new(format!("{} no longer sets ALLOWED_EMAILS", path.display()), hint))
+}
+
+/// Says what is wrong with a `.env` file without quoting it: the line dotenvy could not
+/// parse may hold a secret. Only the variable's name, when the line starts with one.
+pub fn env_file_error(error: &dotenvy::Error) -> String {
+    match error {
+        dotenvy::Error::LineParse(line, _) => {
+            let line = line.trim_start();
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let name = line.split('=').next().unwrap_or_default().trim();
+            let is_name = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if is_name && line.contains('=') {
+                format!("the line that sets {name} cannot be parsed (an unclosed quote?)")
+            } else {
+                "a line is not NAME=value".to_owned()
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 fn allowed_emails(

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route(WS_PATH, get(ws::upgrade))
         .route(HEALTH_PATH, get(health))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(trace)
         .with_state(state)
@@ -45,4 +46,12 @@ async fn health() -> &'static str {
 
 async fn not_found() -> AppError {
     AppError::new(StatusCode::NOT_FOUND, "not_found", "no such path on this server")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method; docs/PROTOCOL.md lists each path's method",
+    )
 }

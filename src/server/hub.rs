@@ -20,11 +20,12 @@ use crate::protocol::{
     ErrorCode, ErrorFrame, Member, PRESENCE_PUSH_MAX, RoomSummary, Seq, ServerFrame, close_code,
 };
 
-/// How many items a connection's queue holds before the connection counts as too slow:
+/// How much a connection's queue holds before the connection counts as too slow. Items:
 /// room for several commit batches (each can put up to `committer::MAX_BATCH` messages and
-/// as many acks in one queue). The queue allocates as it fills, so an idle connection does
-/// not pay for the capacity.
-pub const QUEUE_CAPACITY: usize = 4096;
+/// as many acks in one queue). Bytes: a client that asks for history pages and never reads
+/// them is dropped after a few megabytes, not a few gigabytes. The queue allocates as it
+/// fills, so an idle connection does not pay for either.
+pub const QUEUE_BOUNDS: queue::Bounds = queue::Bounds { items: 4096, bytes: 8 << 20 };
 
 /// One message on its way to every listener of a room.
 #[derive(Debug)]
@@ -49,6 +50,18 @@ pub enum Outbound {
     Unfollow(Arc<str>),
     /// Just flush (a pong tungstenite queued while reading goes out with it).
     Flush,
+}
+
+impl queue::Weigh for Outbound {
+    /// The frame bytes the item holds alive. A shared message counts fully in every queue
+    /// it waits in: a stalled reader is what keeps it alive.
+    fn weight(&self) -> usize {
+        match self {
+            Self::Frame(bytes) => bytes.len(),
+            Self::Message(delivery) => delivery.frame.len(),
+            Self::CatchUp(_) | Self::Follow { .. } | Self::Unfollow(_) | Self::Flush => 0,
+        }
+    }
 }
 
 /// Why the server closes a connection.
@@ -278,7 +291,7 @@ impl Hub {
 
     /// Makes a connection and the receiving end of its queue. It is not registered yet.
     pub fn connection(&self, email: Arc<str>) -> (Arc<Conn>, queue::Receiver<Outbound>) {
-        let (queue, rx) = queue::queue(QUEUE_CAPACITY);
+        let (queue, rx) = queue::queue(QUEUE_BOUNDS);
         let conn = Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             email,

@@ -8,6 +8,7 @@ mod writer;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,6 +22,7 @@ use super::auth::session::{Carrier, Session, authenticate};
 use super::error::AppError;
 use super::hub::{CloseReason, Outbound};
 use super::state::AppState;
+use crate::protocol::http::WS_PATH;
 
 /// The largest WebSocket message the transport reads at all; larger ones end the
 /// connection. Below it, frames over `limits.max_frame_bytes` get an error and the
@@ -44,12 +46,19 @@ pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     let auth = authenticate(&state, &headers)?;
     if auth.carrier == Carrier::Cookie {
         check_origin(&state, &headers)?;
     }
+    let ws = ws.map_err(|rejection| {
+        AppError::new(
+            rejection.status(),
+            "websocket_required",
+            format!("{WS_PATH} takes WebSocket upgrades only ({})", rejection.body_text()),
+        )
+    })?;
     let session = auth.session;
     let ws = ws
         .read_buffer_size(READ_BUFFER)

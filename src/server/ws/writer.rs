@@ -130,24 +130,15 @@ impl Writer {
         }
     }
 
-    /// Queues one frame in the socket's buffer. No timer here: this is the path of every
-    /// delivery. When the buffer is full this waits for the client; a client that stops
-    /// reading is closed by the full queue (or by the flush deadline) instead.
+    /// Queues one frame in the socket's buffer. When the buffer is full this waits for the
+    /// client, at most [`WRITE_TIMEOUT`].
     async fn feed(&mut self, message: WsMessage) -> Result<(), WriteError> {
-        Ok(self.sink.feed(message).await?)
+        within_write_timeout(self.sink.feed(message)).await
     }
 
     /// Sends what is buffered; fails when the client takes no data for [`WRITE_TIMEOUT`].
     async fn flush(&mut self) -> Result<(), WriteError> {
-        let mut flush = std::pin::pin!(self.sink.flush());
-        // Most flushes end at once (the socket takes the bytes); those need no timer.
-        if let Some(result) = (&mut flush).now_or_never() {
-            return Ok(result?);
-        }
-        match tokio::time::timeout(WRITE_TIMEOUT, flush).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(WriteError::Socket),
-        }
+        within_write_timeout(self.sink.flush()).await
     }
 
     async fn send(&mut self, message: WsMessage) -> Result<(), WriteError> {
@@ -270,6 +261,22 @@ impl Writer {
             self.sink.send(WsMessage::Close(Some(close))).await
         };
         let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await;
+    }
+}
+
+/// Awaits a write to the socket; fails when the client takes no data for [`WRITE_TIMEOUT`].
+/// Most writes end at once (the socket takes the bytes): those need no timer, and this is
+/// the path of every delivery.
+async fn within_write_timeout(
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), WriteError> {
+    let mut write = std::pin::pin!(write);
+    if let Some(result) = (&mut write).now_or_never() {
+        return Ok(result?);
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(WriteError::Socket),
     }
 }
 

@@ -110,7 +110,11 @@ async fn links_expire_and_a_new_link_supersedes_the_old() {
     server.request_link(ALICE).await;
     let expiring = server.link_for(ALICE).await;
     server.clock.advance(Duration::from_secs(15 * 60 + 1));
-    assert_eq!(server.verify(&expiring).await.status(), 401, "expired after 15 minutes");
+    let expired = server.verify(&expiring).await;
+    assert_eq!(expired.status(), 401, "expired after 15 minutes");
+    let expired: ErrorBody = expired.json().await.unwrap();
+    let wrong: ErrorBody = server.verify("A".repeat(43).as_str()).await.json().await.unwrap();
+    assert_eq!(expired, wrong, "an expired token is told apart from nothing");
 
     server.request_link(ALICE).await;
     let first = server.link_for(ALICE).await;
@@ -198,6 +202,15 @@ async fn bad_bodies_get_clear_client_errors() {
     }
     let missing = server.http.get(server.url("/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
+    let wrong_method = server.http.get(server.url("/auth/request")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    let error: ErrorBody = wrong_method.json().await.unwrap();
+    assert_eq!(error.code, "method_not_allowed");
+    let session = server.login(ALICE).await;
+    let plain_get = server.http.get(server.url("/ws")).bearer_auth(&session).send().await.unwrap();
+    assert!(plain_get.status().is_client_error(), "{}", plain_get.status());
+    let error: ErrorBody = plain_get.json().await.unwrap();
+    assert_eq!(error.code, "websocket_required");
     let page = server.http.get(server.url("/auth/verify?token=%3Cb%3E")).send().await.unwrap();
     assert_eq!(page.status(), 400);
     assert!(!page.text().await.unwrap().contains("<b>"), "the page never echoes a bad token");
@@ -214,6 +227,21 @@ async fn the_cookie_is_secure_behind_https() {
     let response = server.verify(&link).await;
     let cookie = response.headers()["set-cookie"].to_str().unwrap();
     assert!(cookie.ends_with("; Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn the_cookie_setting_wins_over_the_scheme() {
+    for (url, setting, secure) in
+        [("https://chat.example.com", "false", false), ("http://127.0.0.1:1", "true", true)]
+    {
+        let vars = [("ROOMZ_PUBLIC_URL", url), ("ROOMZ_COOKIE_SECURE", setting)];
+        let server = TestServer::start_with(&vars).await;
+        server.request_link(ALICE).await;
+        let link = server.link_for(ALICE).await;
+        let response = server.verify(&link).await;
+        let cookie = response.headers()["set-cookie"].to_str().unwrap();
+        assert_eq!(cookie.ends_with("; Secure"), secure, "{url} {setting}: {cookie}");
+    }
 }
 
 #[tokio::test]

@@ -155,3 +155,35 @@ async fn requests_other_than_sends_are_rate_limited_too() {
     assert!(limited.req.is_some() && limited.retry_after_ms.is_some());
     alice.post("general", "sends have their own budget").await;
 }
+
+#[tokio::test]
+async fn a_client_that_asks_for_history_and_never_reads_is_dropped() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(ALICE).await;
+    let text = "h".repeat(2_500);
+    for _ in 0..200 {
+        alice.post("general", &text).await;
+    }
+    let greedy = server.connect(BOB).await;
+    let connections = server.handle.connection_count();
+
+    // Each answer is a page of about 500 KB that Bob never reads: past the queue's byte
+    // budget the server lets the connection go instead of holding the pages.
+    let mut greedy = greedy;
+    let mut asked = 0;
+    while server.handle.connection_count() == connections {
+        let frame = ClientFrame::History {
+            req: Some(asked),
+            room: "general".into(),
+            before: None,
+            limit: Some(200),
+        };
+        if greedy.send_ws(WsMessage::text(serde_json::to_string(&frame).unwrap())).await.is_err() {
+            break;
+        }
+        asked += 1;
+        assert!(asked < 2_000, "the connection that never reads was never dropped");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    still_answers(&mut alice).await;
+}

@@ -147,6 +147,14 @@ async fn sighup_rereads_the_allow_list_from_dot_env() {
     assert!(matches!(pong, ServerFrame::Pong { .. }), "{pong:?}");
     assert!(server.stderr().contains("allow-list not reloaded"));
 
+    // A file that does not parse is described, never quoted: its lines may hold keys.
+    let leaked = "a-secret-on-an-unparsable-line-0123456789";
+    std::fs::write(dir.path().join(".env"), format!("JWT_SECRET_KEY='{leaked}\n")).unwrap();
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.stderr().contains("the line that sets JWT_SECRET_KEY cannot be parsed"));
+    assert!(!server.stderr().contains(leaked), "{}", server.stderr());
+
     write_env(BOB);
     server.signal("HUP");
     assert_eq!(alice.error().await.code, ErrorCode::AccessRevoked);

@@ -73,6 +73,18 @@ async fn each_configuration_error_names_the_problem_and_the_fix() {
             "Error: MAGIC_LINK_RATE_LIMIT must be a positive integer, not \"-5\"",
         ),
         (
+            vec![("RESEND_RATE_LIMIT", Some(" 5"))],
+            "Error: RESEND_RATE_LIMIT must be a positive integer, not \" 5\"",
+        ),
+        (
+            vec![("ROOMZ_MESSAGES_PER_SECOND", Some("2000000"))],
+            "Error: ROOMZ_MESSAGES_PER_SECOND must be at most 1000000, not 2000000",
+        ),
+        (
+            vec![("ROOMZ_MESSAGE_BURST", Some("lots"))],
+            "Error: ROOMZ_MESSAGE_BURST must be a positive integer, not \"lots\"",
+        ),
+        (
             vec![("ROOMZ_BIND", Some("localhost:80"))],
             "Error: the bind address (--bind or ROOMZ_BIND) must be IP:PORT",
         ),
@@ -156,7 +168,19 @@ async fn a_dot_env_file_is_read_and_the_environment_wins() {
     std::fs::write(dir.path().join(".env"), "THIS LINE IS BROKEN\n").unwrap();
     let (code, stderr) = ServerProcess::spawn(dir.path(), &vars, &[]).exit().await;
     assert_eq!(code, Some(2));
-    assert!(stderr.starts_with("Error: cannot read .env"), "{stderr}");
+    assert!(stderr.starts_with("Error: cannot read .env: a line is not NAME=value"), "{stderr}");
+
+    // A line dotenvy cannot parse is named by its variable, never quoted: it may be a key.
+    let leaked = "re_a-key-that-must-stay-out-of-every-message";
+    std::fs::write(dir.path().join(".env"), format!("RESEND_API_KEY=\"{leaked}\nNEXT=1\n"))
+        .unwrap();
+    let (code, stderr) = ServerProcess::spawn(dir.path(), &vars, &[]).exit().await;
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.starts_with("Error: cannot read .env: the line that sets RESEND_API_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(leaked), "the key leaked:\n{stderr}");
 }
 
 #[tokio::test]
@@ -226,6 +250,49 @@ async fn sigterm_closes_connections_cleanly_and_logs_hold_no_secret() {
     assert!(!stderr.contains(SECRET), "the JWT key is in the log");
     assert!(!stderr.contains(&session), "the session is in the log");
     assert!(!stderr.contains("token="), "a magic link is in the log");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_cleanly_and_every_auth_event_has_its_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = env_with(dir.path(), &[("MAGIC_LINK_RATE_LIMIT", Some("2"))]);
+    let mut server = ServerProcess::spawn(dir.path(), &vars, &[]).ready().await;
+    let session = server.login(ALICE).await;
+    let http = reqwest::Client::new();
+    let verify = |token: &str| {
+        http.post(server.url("/auth/verify")).json(&serde_json::json!({ "token": token })).send()
+    };
+    assert_eq!(verify("not-a-real-token").await.unwrap().status(), 401);
+    let request = || {
+        http.post(server.url("/auth/request")).json(&serde_json::json!({ "email": ALICE })).send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(request().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let mut alice = Client::connect(&server.ws_url(), &session, Default::default()).await;
+    alice.post("general", "before ctrl-c").await;
+
+    server.signal("INT");
+    assert_eq!(alice.error().await.code, ErrorCode::ShuttingDown);
+    let (code, stderr) = server.exit().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    for line in [
+        "auth: magic link requested",
+        "auth: magic link sent",
+        "auth: verified, session issued",
+        "auth: verification rejected",
+        "auth: rate limit exceeded (magic link requests)",
+        "ws: connected",
+        "ws: disconnected",
+        "roomz serve: stopped",
+    ] {
+        assert!(stderr.contains(line), "no {line:?} in the log:\n{stderr}");
+    }
+    // A clean stop folds the write-ahead log into the database file.
+    let wal = dir.path().join("roomz.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "the WAL is left behind");
 }
 
 #[tokio::test]

@@ -44,6 +44,15 @@ impl Appender {
         })))
     }
 
+    /// Closes the appending connection; an append after this opens a new one.
+    pub async fn close(&self) {
+        if let Some(conn) = self.0.lock().await.conn.take()
+            && let Err(error) = conn.close().await
+        {
+            tracing::warn!(%error, "store: closing the appending connection failed");
+        }
+    }
+
     /// Appends a batch; see the module documentation. `pool` serves the careful path.
     pub async fn append(
         &self,
