@@ -59,9 +59,7 @@ async fn run(server: &str, rooms: &[String]) -> Result<(), ClientError> {
                     }
                 });
             }
-            Some(Event::Connection(ConnectionState::GaveUp { reason })) => {
-                return Err(ClientError::Protocol(reason));
-            }
+            Some(Event::Connection(ConnectionState::GaveUp { error })) => return Err(error),
             Some(Event::Connection(state)) => println!("echo_bot: {state:?}"),
             Some(_) => {}
             None => break,

@@ -262,8 +262,13 @@ enum Ended {
 struct Pending {
     frame: ClientFrame,
     reply: Reply,
+    /// Written to a connection at least once.
+    sent: bool,
     /// Sent again after a reconnect (its first answer may have been lost).
     resent: bool,
+    /// When it fails with a timeout; set while a connection carries it, so a request made
+    /// while reconnecting waits for the connection first.
+    deadline: Option<Instant>,
 }
 
 /// The client's own pacing: a token bucket a little below the server's.
@@ -284,8 +289,12 @@ pub(super) struct Task {
     pending: BTreeMap<u64, Pending>,
     fires: Vec<ClientFrame>,
     next_req: u64,
-    /// Reconnection attempts since the connection last held for [`STABLE_AFTER`].
+    /// Reconnection attempts that failed in a row: the client gives up at
+    /// `max_reconnect_attempts`.
     failed_attempts: u32,
+    /// Reconnection attempts since the connection last held for [`STABLE_AFTER`]: the
+    /// backoff grows with it, so a server that accepts and drops at once is not hammered.
+    backoff_step: u32,
     pace: Pace,
     /// When to try the outbox again (pacing or a refusal).
     wake_at: Option<Instant>,
@@ -317,6 +326,7 @@ impl Task {
             fires: Vec::new(),
             next_req: 0,
             failed_attempts: 0,
+            backoff_step: 0,
             pace: Pace { tokens: 1.0, at: Instant::now() },
             wake_at: None,
             closing_by: None,
@@ -375,7 +385,7 @@ impl Task {
             };
             tracing::info!(%reason, "client: connection lost");
             if started.elapsed() >= STABLE_AFTER {
-                self.failed_attempts = 0;
+                self.backoff_step = 0;
             }
             if !self.options.reconnect || self.options.max_reconnect_attempts == 0 {
                 return self.give_up(ClientError::Disconnected);
@@ -407,10 +417,11 @@ impl Task {
                 let _ = tokio::time::timeout(self.options.connection_timeout, ws.close(None)).await;
                 return Ended::Closed;
             }
+            let request_deadline = self.request_deadline();
             tokio::select! {
                 command = self.commands.recv(), if self.closing_by.is_none() => {
                     let Some(command) = command else {
-                        self.closing_by = Some(Instant::now() + self.options.connection_timeout);
+                        self.begin_closing();
                         continue;
                     };
                     if let Err(ended) = self.command(command, Some(ws)).await {
@@ -436,6 +447,7 @@ impl Task {
                         return Ended::Lost(reason);
                     }
                 }
+                () = sleep_until(request_deadline) => self.expire_requests(),
                 () = sleep_until(self.closing_by) => {}
             }
         }
@@ -462,8 +474,11 @@ impl Task {
     /// After (re)connecting: the requests still waiting, the frames without answer, and
     /// the outbox, in order.
     async fn resend(&mut self, ws: &mut Ws) -> Result<(), String> {
+        let deadline = Instant::now() + self.options.connection_timeout;
         for pending in self.pending.values_mut() {
-            pending.resent = true;
+            pending.resent = pending.sent;
+            pending.sent = true;
+            pending.deadline = Some(deadline);
         }
         let frames: Vec<String> = self
             .pending
@@ -525,16 +540,54 @@ impl Task {
         self.write(ws, frames).await
     }
 
+    /// The earliest time a request waiting for its answer times out.
+    fn request_deadline(&self) -> Option<Instant> {
+        self.pending.values().filter_map(|p| p.deadline).min()
+    }
+
+    /// Fails the requests whose answer did not come in time.
+    fn expire_requests(&mut self) {
+        let now = Instant::now();
+        let after = self.options.connection_timeout;
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(req, _)| *req)
+            .collect();
+        for req in expired {
+            if let Some(pending) = self.pending.remove(&req) {
+                let _ = pending.reply.send(Err(ClientError::Timeout { after }));
+            }
+        }
+    }
+
+    /// From now on, take no more commands and end once the outbox is empty, or at the
+    /// latest after `connection_timeout`, connected or not.
+    fn begin_closing(&mut self) {
+        self.closing_by.get_or_insert(Instant::now() + self.options.connection_timeout);
+    }
+
+    /// Keeps a frame without an answer for the next connection. Only the last read marker
+    /// of a room and the last name change matter, so earlier ones are dropped.
+    fn keep_for_later(&mut self, frame: ClientFrame) {
+        self.fires.retain(|kept| match (kept, &frame) {
+            (ClientFrame::MarkRead { room: a, .. }, ClientFrame::MarkRead { room: b, .. }) => {
+                a != b
+            }
+            (ClientFrame::SetName { .. }, ClientFrame::SetName { .. }) => false,
+            _ => true,
+        });
+        self.fires.push(frame);
+    }
+
     /// Handles a command; with a connection, sends what it asks for.
     async fn command(&mut self, command: Command, ws: Option<&mut Ws>) -> Result<(), Ended> {
         let frame = match command {
-            Command::Close => match ws {
-                Some(_) => {
-                    self.closing_by = Some(Instant::now() + self.options.connection_timeout);
-                    return Ok(());
-                }
-                None => return Err(Ended::Closed),
-            },
+            Command::Close => {
+                self.begin_closing();
+                return Ok(());
+            }
             Command::Send(outgoing) => {
                 self.outbox.push_back(outgoing);
                 self.outbox_changed();
@@ -547,12 +600,21 @@ impl Task {
                 self.next_req += 1;
                 let req = self.next_req;
                 let frame = with_req(frame, req);
-                self.pending.insert(req, Pending { frame: frame.clone(), reply, resent: false });
+                let deadline =
+                    ws.is_some().then(|| Instant::now() + self.options.connection_timeout);
+                let pending = Pending {
+                    frame: frame.clone(),
+                    reply,
+                    sent: ws.is_some(),
+                    resent: false,
+                    deadline,
+                };
+                self.pending.insert(req, pending);
                 frame
             }
             Command::Fire(frame) => {
                 if ws.is_none() {
-                    self.fires.push(frame);
+                    self.keep_for_later(frame);
                     return Ok(());
                 }
                 frame
@@ -722,8 +784,9 @@ impl Task {
                 return Err(Ended::Fatal(ClientError::GaveUp { attempts: max }));
             }
             self.failed_attempts += 1;
+            self.backoff_step += 1;
             let attempt = self.failed_attempts;
-            let delay = backoff(&self.options, attempt);
+            let delay = backoff(&self.options, self.backoff_step);
             self.shared.set_state(ConnectionState::Reconnecting { attempt, delay });
             let until = Instant::now() + delay;
             self.take_commands_until(std::pin::pin!(tokio::time::sleep_until(until))).await?;
@@ -732,26 +795,33 @@ impl Task {
             let connecting =
                 open_and_greet(self.ws_url.clone(), self.session.clone(), since, timeout);
             match self.take_commands_until(std::pin::pin!(connecting)).await? {
-                Ok(connection) => return Ok(connection),
+                Ok(connection) => {
+                    self.failed_attempts = 0;
+                    return Ok(connection);
+                }
                 Err(error) if error.needs_login() => return Err(Ended::Fatal(error)),
                 Err(error) => tracing::info!(attempt, %error, "client: reconnection failed"),
             }
         }
     }
 
-    /// Waits for `work` while taking commands into the outbox and the request queue; a
-    /// `close` ends the wait.
+    /// Waits for `work` while taking commands into the outbox and the request queue. Once
+    /// the client is closing, the wait ends when the outbox is empty or the time is up.
     async fn take_commands_until<T>(
         &mut self,
         mut work: std::pin::Pin<&mut impl Future<Output = T>>,
     ) -> Result<T, Ended> {
         loop {
+            if self.closing_by.is_some() && self.outbox.is_empty() {
+                return Err(Ended::Closed);
+            }
             tokio::select! {
                 done = &mut work => return Ok(done),
-                command = self.commands.recv() => match command {
-                    None => return Err(Ended::Closed),
+                command = self.commands.recv(), if self.closing_by.is_none() => match command {
+                    None => self.begin_closing(),
                     Some(command) => self.command(command, None).await?,
                 },
+                () = sleep_until(self.closing_by) => return Err(Ended::Closed),
             }
         }
     }
@@ -765,7 +835,7 @@ impl Task {
                 tracing::warn!(%clear, "client: cannot delete the rejected cached session");
             }
         }
-        let state = ConnectionState::GaveUp { reason: error.to_string() };
+        let state = ConnectionState::GaveUp { error: error.clone() };
         self.finish(state, error);
     }
 

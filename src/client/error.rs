@@ -14,6 +14,14 @@ pub enum ClientError {
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
+    /// A parameter of the client builder cannot be used.
+    #[error("invalid client option {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
+
+    /// The address given for a magic link is not an email address.
+    #[error("{email:?} is {reason}: give an address such as alice@example.com")]
+    InvalidEmail { email: String, reason: String },
+
     /// There is no session: log in with a magic link first.
     #[error("not logged in: request a magic link and log in with its token")]
     NotLoggedIn,
@@ -73,6 +81,10 @@ pub enum ClientError {
     /// The client configuration file is not valid.
     #[error("configuration file {path}: {reason}")]
     Config { path: PathBuf, reason: String },
+
+    /// `SyncClient` could not start its background runtime.
+    #[error("cannot start the client's runtime: {0}")]
+    Runtime(String),
 
     /// `SyncClient` was used inside an async runtime, where blocking would stall it.
     #[error("SyncClient cannot be used inside an async runtime; use AsyncClient there")]

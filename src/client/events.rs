@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use super::error::ClientError;
 use crate::protocol::{ErrorFrame, Member, Message, RoomSummary, Seq};
 
 /// The state of the client's connection.
@@ -17,8 +18,9 @@ pub enum ConnectionState {
     Connected,
     /// The connection dropped; attempt `attempt` starts after `delay`.
     Reconnecting { attempt: u32, delay: Duration },
-    /// The client stopped trying; `reason` says why (and what to do).
-    GaveUp { reason: String },
+    /// The client stopped trying; `error` says why (and, displayed, what to do). When
+    /// [`ClientError::needs_login`] holds, only a new magic link helps.
+    GaveUp { error: ClientError },
     /// The client was closed by its user.
     Closed,
 }

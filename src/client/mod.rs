@@ -165,9 +165,9 @@ impl AsyncClient {
     /// Asks the server to email a magic link to `email`. The answer is the same whether or
     /// not the address may log in.
     pub async fn request_magic_link(&self, email: &str) -> Result<(), ClientError> {
-        let email = canonical_email(email).map_err(|e| ClientError::Rejected {
-            code: crate::protocol::ErrorCode::BadFrame,
-            message: e.to_string(),
+        let email = canonical_email(email).map_err(|e| ClientError::InvalidEmail {
+            email: email.to_owned(),
+            reason: e.to_string(),
         })?;
         self.inner.api.request_magic_link(&email).await
     }
@@ -199,12 +199,21 @@ impl AsyncClient {
         if let Some(session) = self.inner.shared.session.lock().expect("session lock").clone() {
             return Ok(session);
         }
-        let unspent = !self.inner.token_spent.swap(true, Ordering::SeqCst);
+        let unspent = !self.inner.token_spent.load(Ordering::SeqCst);
         let token = self.inner.options.session_token.as_ref().filter(|_| unspent);
         let traded = match token {
+            // Spent only when the server took it or refused it: a login that could not reach
+            // the server leaves the token for the next `connect`.
             Some(token) => match self.login(token).await {
-                Err(ClientError::InvalidToken) => Err(ClientError::InvalidToken),
-                other => return other,
+                Ok(session) => {
+                    self.inner.token_spent.store(true, Ordering::SeqCst);
+                    return Ok(session);
+                }
+                Err(ClientError::InvalidToken) => {
+                    self.inner.token_spent.store(true, Ordering::SeqCst);
+                    Err(ClientError::InvalidToken)
+                }
+                Err(other) => return Err(other),
             },
             None => Err(ClientError::NotLoggedIn),
         };
@@ -287,7 +296,9 @@ impl AsyncClient {
         }
     }
 
-    /// Logs out: closes the connection and deletes the cached session.
+    /// Logs out: closes the connection and deletes the cached session. The session itself
+    /// stays valid on the server until it expires (`JWT_EXPIRY_DAYS`); removing the address
+    /// from `ALLOWED_EMAILS` is what ends every session of an address at once.
     pub async fn clear_cached_session(&self) -> Result<(), ClientError> {
         self.close().await;
         self.forget_session()
@@ -494,6 +505,11 @@ impl PendingSend {
     /// The id the message is sent under (the `id` of its `message` event).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Why the message was refused before it reached the outbox, if it was.
+    pub fn refused(&self) -> Option<&ClientError> {
+        self.refused.as_ref()
     }
 }
 

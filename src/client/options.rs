@@ -28,10 +28,11 @@ pub struct ClientOptions {
     pub reconnect_delay: Duration,
     /// Longest wait between reconnection attempts (default 30 s).
     pub max_reconnect_delay: Duration,
-    /// Failed reconnection attempts in a row before giving up (default 5).
+    /// Failed reconnection attempts in a row before giving up (default 5); an attempt
+    /// that connects starts the count again.
     pub max_reconnect_attempts: u32,
-    /// Longest wait for the server: HTTP calls, the WebSocket handshake, and `welcome`
-    /// (default 10 s).
+    /// Longest wait for the server: HTTP calls, the WebSocket handshake, `welcome`, and the
+    /// answer to each request (default 10 s).
     pub connection_timeout: Duration,
     /// Where the session is kept between runs (default: nowhere).
     pub session_cache_file: Option<PathBuf>,
@@ -161,8 +162,10 @@ impl ClientBuilder {
         self
     }
 
-    /// The longest wait for the server, per HTTP call and per connection attempt
-    /// (default 10 s).
+    /// The longest wait for the server, per HTTP call, per connection attempt and per
+    /// request on a connection (`rooms`, `join`, `history`...): past it the call fails
+    /// with [`ClientError::Timeout`] (default 10 s). A request made while the client is
+    /// reconnecting waits for the connection first.
     ///
     /// ```
     /// use std::time::Duration;
@@ -221,18 +224,53 @@ impl ClientBuilder {
     pub fn build(self) -> Result<AsyncClient, ClientError> {
         let mut options = self.options;
         options.server_url = parse_server_url(&self.server_url)?;
-        if !self.display_name_set {
-            options.display_name = resolve_display_name(
+        check_duration("reconnect_delay", options.reconnect_delay)?;
+        check_duration("max_reconnect_delay", options.max_reconnect_delay)?;
+        check_duration("connection_timeout", options.connection_timeout)?;
+        let named = match options.display_name.take() {
+            Some(name) if self.display_name_set => Some((name, NameSource::Builder)),
+            _ => resolve_display_name(
                 std::env::var(DISPLAY_NAME_VAR).ok(),
                 self.config_file.as_deref(),
-            )?;
-        }
-        if let Some(name) = &options.display_name {
-            options.display_name = canonical_display_name(name).map_err(|e| {
-                ClientError::Config { path: PathBuf::from(DISPLAY_NAME_VAR), reason: e.to_string() }
-            })?;
+            )?,
+        };
+        if let Some((name, source)) = named {
+            options.display_name =
+                canonical_display_name(&name).map_err(|e| source.error(e.to_string()))?;
         }
         Ok(AsyncClient::from_options(options))
+    }
+}
+
+/// The longest wait any duration parameter may ask for.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+fn check_duration(name: &'static str, value: Duration) -> Result<(), ClientError> {
+    let reason = if value.is_zero() {
+        "it must be more than zero"
+    } else if value > MAX_DURATION {
+        "it must be at most a day"
+    } else {
+        return Ok(());
+    };
+    Err(ClientError::InvalidOption { name, reason: reason.to_owned() })
+}
+
+/// Where the display name came from, so an error about it points there.
+#[derive(Debug, Clone, PartialEq)]
+enum NameSource {
+    Builder,
+    Environment,
+    File(PathBuf),
+}
+
+impl NameSource {
+    fn error(self, reason: String) -> ClientError {
+        match self {
+            Self::Builder => ClientError::InvalidOption { name: "display_name", reason },
+            Self::Environment => ClientError::InvalidOption { name: DISPLAY_NAME_VAR, reason },
+            Self::File(path) => ClientError::Config { path, reason },
+        }
     }
 }
 
@@ -240,14 +278,15 @@ impl ClientBuilder {
 fn resolve_display_name(
     from_env: Option<String>,
     config_file: Option<&std::path::Path>,
-) -> Result<Option<String>, ClientError> {
+) -> Result<Option<(String, NameSource)>, ClientError> {
     if let Some(name) = from_env.filter(|n| !n.trim().is_empty()) {
-        return Ok(Some(name));
+        return Ok(Some((name, NameSource::Environment)));
     }
-    match config_file {
-        Some(path) => Ok(config::load(path)?.display_name),
-        None => Ok(None),
-    }
+    let Some(path) = config_file else {
+        return Ok(None);
+    };
+    let name = config::load(path)?.display_name;
+    Ok(name.map(|name| (name, NameSource::File(path.to_owned()))))
 }
 
 /// Checks a server URL: http or https, with a host, and no query or fragment.
@@ -305,9 +344,50 @@ mod tests {
         let file = dir.path().join("config.toml");
         std::fs::write(&file, "[client]\ndisplay_name = \"From File\"\n").unwrap();
         let env = Some("From Env".to_owned());
-        assert_eq!(resolve_display_name(env, Some(&file)).unwrap().as_deref(), Some("From Env"));
-        assert_eq!(resolve_display_name(None, Some(&file)).unwrap().as_deref(), Some("From File"));
-        assert_eq!(resolve_display_name(None, Some(&dir.path().join("none"))).unwrap(), None);
+        let name = |env, file| resolve_display_name(env, file).unwrap().map(|(name, _)| name);
+        assert_eq!(name(env, Some(&file)).as_deref(), Some("From Env"));
+        assert_eq!(name(None, Some(&file)).as_deref(), Some("From File"));
+        assert_eq!(name(None, Some(&dir.path().join("none"))), None);
+    }
+
+    #[test]
+    fn a_bad_display_name_is_blamed_on_where_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        let too_long = "x".repeat(500);
+        std::fs::write(&file, format!("[client]\ndisplay_name = \"{too_long}\"\n")).unwrap();
+        let from_file = ClientBuilder::new("http://localhost:8000").config_file(&file).build();
+        if std::env::var_os(DISPLAY_NAME_VAR).is_none() {
+            assert!(
+                matches!(&from_file, Err(ClientError::Config { path, .. }) if *path == file),
+                "{from_file:?}"
+            );
+        }
+        let from_builder = ClientBuilder::new("http://localhost:8000")
+            .config_file(&file)
+            .display_name(too_long.as_str())
+            .build();
+        assert!(
+            matches!(from_builder, Err(ClientError::InvalidOption { name: "display_name", .. })),
+            "{from_builder:?}"
+        );
+    }
+
+    #[test]
+    fn durations_must_be_usable() {
+        let build = |builder: ClientBuilder| builder.config_file("/nonexistent").build();
+        let base = || ClientBuilder::new("http://localhost:8000");
+        let zero = build(base().connection_timeout(Duration::ZERO));
+        assert!(
+            matches!(zero, Err(ClientError::InvalidOption { name: "connection_timeout", .. })),
+            "{zero:?}"
+        );
+        let huge = build(base().reconnect_delay(Duration::MAX));
+        assert!(
+            matches!(huge, Err(ClientError::InvalidOption { name: "reconnect_delay", .. })),
+            "{huge:?}"
+        );
+        assert!(build(base().max_reconnect_delay(Duration::from_secs(3600))).is_ok());
     }
 
     #[test]

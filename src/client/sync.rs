@@ -33,7 +33,23 @@ pub struct SyncClient {
 
 impl SyncClient {
     /// Builds the client from a builder (see [`AsyncClient::builder`] for every parameter).
-    /// Fails inside an async runtime, where blocking would stall it.
+    /// Fails inside an async runtime, where blocking would stall it. Nothing is sent
+    /// before [`SyncClient::connect`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roomz::{AsyncClient, SyncClient};
+    ///
+    /// let client = SyncClient::new(
+    ///     AsyncClient::builder("http://localhost:8000")
+    ///         .session_token("paste the token here")
+    ///         .connection_timeout(Duration::from_secs(5)),
+    /// )?;
+    /// assert_eq!(client.options().connection_timeout, Duration::from_secs(5));
+    /// assert!(client.has_session()?, "the token will be traded on connect");
+    /// assert_eq!(client.outbox_len(), 0);
+    /// # Ok::<(), roomz::client::ClientError>(())
+    /// ```
     pub fn new(builder: ClientBuilder) -> Result<Self, ClientError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(ClientError::InsideRuntime);
@@ -43,9 +59,7 @@ impl SyncClient {
             .thread_name("roomz-client")
             .enable_all()
             .build()
-            .map_err(|e| {
-                ClientError::Protocol(format!("cannot start the client's runtime: {e}"))
-            })?;
+            .map_err(|e| ClientError::Runtime(e.to_string()))?;
         let client = builder.build()?;
         let events = std::sync::Mutex::new(client.events());
         Ok(Self { client, events, runtime: Some(runtime) })
@@ -97,6 +111,30 @@ impl SyncClient {
 
     pub fn outbox_len(&self) -> usize {
         self.client.outbox_len()
+    }
+
+    /// Our email and display name, as of the last `welcome` or name change.
+    pub fn identity(&self) -> Option<(String, Option<String>)> {
+        self.client.identity()
+    }
+
+    /// The server this client talks to.
+    pub fn server_url(&self) -> &url::Url {
+        self.client.server_url()
+    }
+
+    /// Queues a message and returns its id at once, without waiting for the server: it
+    /// goes out like [`SyncClient::send`]'s, in order, and again after a reconnect. Its
+    /// `message` event carries this id; [`SyncClient::outbox_len`] counts those still
+    /// waiting.
+    pub fn send_queued(&self, room: &str, text: &str) -> Result<String, ClientError> {
+        inside_runtime()?;
+        let pending = self.client.send(room, text);
+        let id = pending.id().to_owned();
+        match pending.refused() {
+            Some(error) => Err(error.clone()),
+            None => Ok(id),
+        }
     }
 
     /// Sends a message and waits for the server's acknowledgement.

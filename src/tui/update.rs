@@ -530,7 +530,8 @@ fn tick(state: &mut State, now: Instant, effects: &mut Vec<Effect>) {
     }
     if state.quit_armed.is_some_and(|at| now.duration_since(at) > QUIT_WINDOW) {
         state.quit_armed = None;
-    } // Read markers go out at most once a tick per room.
+    }
+    // Read markers go out at most once a tick per room.
     effects.extend(pending_reads(state));
 }
 
@@ -541,10 +542,9 @@ fn client_event(state: &mut State, event: ClientEvent, now: Instant, effects: &m
             ConnectionState::Reconnecting { attempt, delay } => {
                 state.link = Link::Reconnecting { attempt, at: now + delay };
             }
-            ConnectionState::GaveUp { reason } => {
-                let ended_session =
-                    ["session expired", "access revoked"].iter().any(|s| reason.contains(s));
-                if ended_session {
+            ConnectionState::GaveUp { error } => {
+                let reason = error.to_string();
+                if error.needs_login() {
                     start_over(state, format!("{}. Log in with a new link.", capitalise(&reason)));
                 } else {
                     state.link = Link::Offline { reason };

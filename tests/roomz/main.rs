@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod proxy;
 mod server;
 mod support;
 mod tui;

@@ -176,6 +176,12 @@ pub struct Stopped {
 }
 
 impl Stopped {
+    /// The address it listened on, where it starts again.
+    pub fn addr(&self) -> String {
+        let bind = self.vars.iter().find(|(k, _)| k == "ROOMZ_BIND");
+        bind.map(|(_, v)| v.clone()).expect("a stopped server keeps its address")
+    }
+
     pub async fn start(self) -> TestServer {
         TestServer::boot(self.dir, self.clock, self.vars).await
     }
@@ -569,15 +575,20 @@ impl TestServer {
 
     /// A connected library client for `email`, logged in with a fresh magic link.
     pub async fn client(&self, email: &str) -> roomz::AsyncClient {
-        let client = roomz::AsyncClient::builder(&self.base_url())
+        let client = builder(&self.base_url())
             .session_token(self.fresh_link(email).await)
-            .config_file(self.dir.path().join("no-config.toml"))
             .reconnect_delay(Duration::from_millis(100))
             .build()
             .expect("client builds");
         client.connect().await.expect("client connects");
         client
     }
+}
+
+/// A client builder that reads no `~/.roomz/config.toml`: the tests must not depend on the
+/// settings of the machine they run on.
+pub fn builder(url: &str) -> roomz::client::ClientBuilder {
+    roomz::AsyncClient::builder(url).config_file("/nonexistent/roomz-tests/config.toml")
 }
 
 /// The path of an example program, which `cargo test` builds next to the test binary.

@@ -27,6 +27,9 @@ const DEFAULT_HISTORY_PAGE: u32 = 50;
 const HISTORY_PAGE_BYTES: usize = 512 * 1024;
 /// Longest client message id.
 const MAX_CLIENT_ID_LEN: usize = 64;
+/// How long past its retry time a send refused for the rate holds back the sends after it,
+/// waiting for it to come again.
+const HOLD_GRACE_MS: u64 = 2_000;
 
 type Handled = Result<(), ErrorFrame>;
 
@@ -59,17 +62,26 @@ struct Correlation {
     id: Option<serde_json::Value>,
 }
 
+/// A send refused for the rate, which must come again before the sends after it are
+/// taken: a connection's messages are stored in the order it sent them.
+struct HeldBack {
+    id: String,
+    wait_ms: u64,
+    until: crate::protocol::Millis,
+}
+
 /// One connection's handling state.
 pub struct Connection {
     state: AppState,
     conn: Arc<Conn>,
     session: Session,
     greeted: bool,
+    held_back: Option<HeldBack>,
 }
 
 impl Connection {
     pub fn new(state: AppState, conn: Arc<Conn>, session: Session) -> Self {
-        Self { state, conn, session, greeted: false }
+        Self { state, conn, session, greeted: false, held_back: None }
     }
 
     /// Whether `hello` was accepted.
@@ -263,9 +275,21 @@ impl Connection {
                 format!("the message has {chars} characters; the limit is {max}"),
             ));
         }
-        if let Err(wait_ms) =
-            self.state.message_rate.take(&self.session.email, self.state.clock.now_ms())
-        {
+        let now = self.state.clock.now_ms();
+        match self.held_back.take() {
+            Some(held) if held.id != id && now < held.until => {
+                let wait_ms = held.wait_ms;
+                self.held_back = Some(held);
+                return Err(rate_limited(
+                    "messages (an earlier one must come again first)",
+                    wait_ms,
+                ));
+            }
+            _ => {}
+        }
+        if let Err(wait_ms) = self.state.message_rate.take(&self.session.email, now) {
+            let until = now.saturating_add(i64::try_from(wait_ms + HOLD_GRACE_MS).unwrap_or(0));
+            self.held_back = Some(HeldBack { id, wait_ms, until });
             return Err(rate_limited("messages", wait_ms));
         }
         let message =

@@ -4,11 +4,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use roomz::AsyncClient;
 use roomz::client::{ClientError, Event};
 use roomz::protocol::ErrorCode;
 
-use crate::support::{ALICE, BOB, TestServer, event, example};
+use crate::support::{ALICE, BOB, TestServer, builder, event, example};
 
 #[tokio::test]
 async fn rooms_messages_history_members_and_read_markers() {
@@ -91,7 +90,7 @@ async fn display_names_from_the_option_the_file_and_the_call() {
     let bob = server.client(BOB).await;
     let mut bob_events = bob.events();
 
-    let alice = AsyncClient::builder(&server.base_url())
+    let alice = builder(&server.base_url())
         .session_token(server.fresh_link(ALICE).await)
         .display_name("  Alice \u{202e}Liddell ")
         .build()
@@ -113,7 +112,7 @@ async fn display_names_from_the_option_the_file_and_the_call() {
     if std::env::var_os(roomz::client::DISPLAY_NAME_VAR).is_none() {
         let file = server.dir.path().join("config.toml");
         std::fs::write(&file, "[client]\ndisplay_name = \"Bob From The File\"\n").unwrap();
-        let bob_again = AsyncClient::builder(&server.base_url())
+        let bob_again = builder(&server.base_url())
             .session_token(server.fresh_link(BOB).await)
             .config_file(&file)
             .build()
@@ -182,4 +181,25 @@ async fn the_echo_bot_example_answers() {
     .await;
     assert!(more.is_err(), "the bot echoed itself: {more:?}");
     bot.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn presence_comes_and_goes_as_events() {
+    let server = TestServer::start().await;
+    let alice = server.client(ALICE).await;
+    let mut events = alice.events();
+    let bob = server.client(BOB).await;
+    let online = |wanted: bool| {
+        move |e: Event| match e {
+            Event::Presence { room, email, online } if email == BOB && online == wanted => {
+                Some(room)
+            }
+            _ => None,
+        }
+    };
+    assert_eq!(event(&mut events, online(true)).await, "general");
+    let members = alice.members("general").await.unwrap();
+    assert!(members.iter().any(|m| m.email == BOB && m.online), "{members:?}");
+    bob.close().await;
+    assert_eq!(event(&mut events, online(false)).await, "general");
 }

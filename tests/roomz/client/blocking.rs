@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use roomz::SyncClient;
 use roomz::client::{ClientError, Event};
-use roomz::{AsyncClient, SyncClient};
 
-use crate::support::{ALICE, TestServer};
+use crate::support::{ALICE, TestServer, builder};
 
 #[test]
 fn a_plain_thread_sends_reads_history_and_events() {
@@ -14,8 +14,7 @@ fn a_plain_thread_sends_reads_history_and_events() {
     let server = runtime.block_on(TestServer::start());
     let link = runtime.block_on(server.fresh_link(ALICE));
 
-    let client =
-        SyncClient::new(AsyncClient::builder(&server.base_url()).session_token(link)).unwrap();
+    let client = SyncClient::new(builder(&server.base_url()).session_token(link)).unwrap();
     client.connect().unwrap();
     let sent = client.send("general", "from a script").unwrap();
     assert_eq!(sent.seq, 1);
@@ -32,19 +31,33 @@ fn a_plain_thread_sends_reads_history_and_events() {
         }
     }
     assert!(saw_message, "the message event reached the blocking client");
+    assert_eq!(client.identity().map(|(email, _)| email).as_deref(), Some(ALICE));
+
+    // Queued sends return at once and go out in order.
+    let ids: Vec<String> =
+        (0..3).map(|i| client.send_queued("general", &format!("queued {i}")).unwrap()).collect();
+    let mut seen = Vec::new();
+    while seen.len() < ids.len() {
+        match client.next_event(Duration::from_secs(5)) {
+            Some(Event::Message(m)) if m.text.starts_with("queued") => seen.push(m.id),
+            Some(_) => {}
+            None => panic!("the queued messages did not all arrive: {seen:?}"),
+        }
+    }
+    assert_eq!(seen, ids);
 
     // Inside a runtime it refuses, and sends nothing.
     let inside = tokio::runtime::Runtime::new().unwrap();
     let refused = inside.block_on(async { client.send("general", "from inside") });
     assert_eq!(refused.unwrap_err(), ClientError::InsideRuntime);
     assert_eq!(client.outbox_len(), 0);
-    assert_eq!(client.history("general", None, 10).unwrap().messages.len(), 1);
+    assert_eq!(client.history("general", None, 10).unwrap().messages.len(), 4);
     drop(client);
     runtime.block_on(server.handle.shutdown());
 }
 
 #[tokio::test]
 async fn inside_a_runtime_it_refuses_instead_of_blocking() {
-    let result = SyncClient::new(AsyncClient::builder("http://localhost:8000"));
+    let result = SyncClient::new(builder("http://localhost:8000"));
     assert_eq!(result.unwrap_err(), ClientError::InsideRuntime);
 }

@@ -3,5 +3,6 @@
 
 mod api;
 mod blocking;
+mod faults;
 mod login;
 mod reliability;

@@ -7,12 +7,12 @@ use std::time::Duration;
 use roomz::AsyncClient;
 use roomz::client::{ClientError, ConnectionState, Event};
 
-use crate::support::{ALICE, BOB, ServerProcess, TestServer, base_env, event};
+use crate::support::{ALICE, BOB, ServerProcess, TestServer, base_env, builder, event};
 
 /// A client for a server process that reconnects quickly and patiently.
 async fn patient_client(server: &mut ServerProcess, email: &str) -> AsyncClient {
     let session_token = server.login_link(email).await;
-    let client = AsyncClient::builder(&server.url(""))
+    let client = builder(&server.url(""))
         .session_token(session_token)
         .reconnect_delay(Duration::from_millis(100))
         .max_reconnect_delay(Duration::from_millis(500))
@@ -127,7 +127,7 @@ async fn messages_wait_in_the_outbox_while_the_server_is_away() {
 async fn the_client_gives_up_after_its_attempts_and_says_so() {
     let server = TestServer::start().await;
     let link = server.fresh_link(ALICE).await;
-    let client = AsyncClient::builder(&server.base_url())
+    let client = builder(&server.base_url())
         .session_token(link)
         .reconnect_delay(Duration::from_millis(20))
         .max_reconnect_delay(Duration::from_secs(10))
@@ -143,7 +143,7 @@ async fn the_client_gives_up_after_its_attempts_and_says_so() {
             delays.push((attempt, delay));
             None
         }
-        Event::Connection(ConnectionState::GaveUp { reason }) => Some(reason),
+        Event::Connection(ConnectionState::GaveUp { error }) => Some(error.to_string()),
         _ => None,
     })
     .await;
@@ -161,11 +161,7 @@ async fn the_client_gives_up_after_its_attempts_and_says_so() {
 async fn without_reconnect_a_drop_ends_the_client() {
     let server = TestServer::start().await;
     let link = server.fresh_link(ALICE).await;
-    let client = AsyncClient::builder(&server.base_url())
-        .session_token(link)
-        .reconnect(false)
-        .build()
-        .unwrap();
+    let client = builder(&server.base_url()).session_token(link).reconnect(false).build().unwrap();
     let mut events = client.events();
     client.connect().await.unwrap();
     let _stopped = server.stop().await;

@@ -108,6 +108,38 @@ async fn the_message_rate_is_per_user() {
 }
 
 #[tokio::test]
+async fn a_send_turned_away_for_the_rate_holds_back_the_sends_after_it() {
+    let server = TestServer::start_with(&[
+        ("ROOMZ_MESSAGES_PER_SECOND", "10"),
+        ("ROOMZ_MESSAGE_BURST", "1"),
+    ])
+    .await;
+    let mut alice = server.connect(ALICE).await;
+    let send = |id: &str| ClientFrame::Send {
+        room: "general".into(),
+        id: id.into(),
+        text: format!("message {id}"),
+    };
+    alice.post("general", "the burst").await;
+    alice.send(&send("first")).await;
+    let refused = alice.error().await;
+    assert_eq!((refused.code, refused.id.as_deref()), (ErrorCode::RateLimited, Some("first")));
+
+    // The bucket has refilled, but "second" must not overtake "first".
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    alice.send(&send("second")).await;
+    let held = alice.error().await;
+    assert_eq!((held.code, held.id.as_deref()), (ErrorCode::RateLimited, Some("second")));
+    assert!(held.retry_after_ms.is_some());
+
+    alice.send(&send("first")).await;
+    let first = alice.ack("first").await;
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    alice.send(&send("second")).await;
+    assert_eq!(alice.ack("second").await, first + 1);
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_catches_up() {
     let server = TestServer::start().await;
     let mut alice = server.connect(ALICE).await;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use roomz::client::{ConnectionState, Event as ClientEvent};
+use roomz::client::{ClientError, ConnectionState, Event as ClientEvent};
 use roomz::protocol::Message;
 use roomz::tui::state::{LoginStep, Screen, State};
 use roomz::tui::update::{Event, update};
@@ -174,7 +174,8 @@ fn hostile_text_never_reaches_the_terminal() {
     }
     // The status bar shows our own name and the reason the client went offline.
     s.me = Some((ME.into(), Some("Ali\u{202e}ce".into())));
-    let offline = ConnectionState::GaveUp { reason: "the server said \u{202e}no\u{2066}".into() };
+    let said = "\u{202e}no\u{2066}".to_owned();
+    let offline = ConnectionState::GaveUp { error: ClientError::Protocol(said) };
     update(&mut s, Event::Client(ClientEvent::Connection(offline)), Instant::now());
     let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();
     terminal
@@ -195,7 +196,7 @@ fn hostile_text_never_reaches_the_terminal() {
         "{text}"
     );
     assert!(
-        text.contains("Alice (alice@example.com)") && text.contains("the server said no"),
+        text.contains("Alice (alice@example.com)") && text.contains("from the server: no"),
         "{text}"
     );
 }

@@ -104,7 +104,7 @@ fn a_server_that_cannot_be_reached_at_start_can_be_tried_again() {
 #[test]
 fn an_expired_session_goes_back_to_the_login() {
     let (mut s, _) = connected(&[room("general", 0, 0)]);
-    let gave_up = ConnectionState::GaveUp { reason: "session expired: request a new link".into() };
+    let gave_up = ConnectionState::GaveUp { error: ClientError::SessionExpired };
     update(&mut s, Event::Client(ClientEvent::Connection(gave_up)), Instant::now());
     let Screen::Login(login) = &s.screen else { panic!("{:?}", s.screen) };
     assert_eq!(
@@ -322,9 +322,7 @@ fn the_connection_as_it_is() {
     let reconnecting = ConnectionState::Reconnecting { attempt: 2, delay: Duration::from_secs(4) };
     update(&mut s, Event::Client(ClientEvent::Connection(reconnecting)), now);
     assert_eq!(s.link, Link::Reconnecting { attempt: 2, at: now + Duration::from_secs(4) });
-    let gave_up = ConnectionState::GaveUp {
-        reason: "disconnected: gave up after 5 reconnection attempts".into(),
-    };
+    let gave_up = ConnectionState::GaveUp { error: ClientError::GaveUp { attempts: 5 } };
     update(&mut s, Event::Client(ClientEvent::Connection(gave_up)), now);
     assert!(matches!(s.link, Link::Offline { .. }));
     s.editor.set("/reconnect");
@@ -414,9 +412,7 @@ fn a_mention_in_loaded_history_marks_the_room() {
 fn a_session_that_ends_forgets_everything_of_it() {
     let (mut s, _) = connected(&[room("general", 2, 2), room("ops", 0, 0)]);
     s.editor.set("draft");
-    let gave_up = ConnectionState::GaveUp {
-        reason: "access revoked: this address is no longer allowed on the server".into(),
-    };
+    let gave_up = ConnectionState::GaveUp { error: ClientError::AccessRevoked };
     update(&mut s, Event::Client(ClientEvent::Connection(gave_up)), Instant::now());
     assert!(matches!(s.screen, Screen::Login(_)));
     assert!(s.rooms.is_empty() && s.me.is_none() && s.editor.is_empty());
