@@ -88,6 +88,9 @@ async fn run(
                 }
             }
             Err(error) => {
+                // TODO(#7): a later batch of the same connection that commits once the store
+                // is back can land before these are sent again: order holds under the rate
+                // limit (the connection holds back), not yet under store faults.
                 tracing::error!(%error, messages = messages.len(), "committer: store refused a batch");
                 for (message, conn) in messages.into_iter().zip(&conns) {
                     conn.send_error(ErrorFrame {
