@@ -1,6 +1,7 @@
-//! Drawing benchmark of `roomz chat`: the time to draw a whole frame, and to handle a PgUp,
-//! with 10, 1,000 and 100,000 messages in the room. The view wraps only the messages it
-//! shows, so the two should cost the same.
+//! Drawing benchmark of `roomz chat`: the time to draw a whole frame (at the newest
+//! messages, in the middle of the room and at its start), to handle a PgUp, a typed key and
+//! an arriving message, with 10, 1,000 and 100,000 messages in the room. The view wraps only
+//! the messages it shows, so each should cost the same whatever the size of the room.
 //!
 //! `cargo bench --bench tui`
 
@@ -14,7 +15,7 @@ use ratatui::backend::TestBackend;
 use roomz::client::Event as ClientEvent;
 use roomz::protocol::{Message, RoomSummary};
 use roomz::tui::settings::Settings;
-use roomz::tui::state::{State, Zone};
+use roomz::tui::state::{Key, Scroll, State, Zone};
 use roomz::tui::update::{Event, update};
 use roomz::tui::view;
 
@@ -61,19 +62,30 @@ fn per_iteration(iterations: u32, mut work: impl FnMut()) -> Duration {
     started.elapsed() / iterations
 }
 
+fn draw(terminal: &mut Terminal<TestBackend>, state: &State, now: Instant) {
+    terminal
+        .draw(|f| {
+            black_box(view::draw(f, state, now));
+        })
+        .expect("draw");
+}
+
 fn main() {
     let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT)).expect("test backend");
     println!("roomz chat, {WIDTH}x{HEIGHT} terminal, one room");
     for messages in [10, 1_000, 100_000] {
         let mut state = state_with(messages);
         let now = Instant::now();
-        let frame = per_iteration(500, || {
-            terminal
-                .draw(|f| {
-                    black_box(view::draw(f, &state, now));
-                })
-                .expect("draw");
-        });
+        let frame = per_iteration(500, || draw(&mut terminal, &state, now));
+
+        // Scrolled to the middle of the room, and to its oldest message.
+        let middle = Key { seq: messages / 2, sub: 0 };
+        state.rooms[0].scroll = Scroll::At { key: middle, hidden: 0 };
+        let frame_middle = per_iteration(500, || draw(&mut terminal, &state, now));
+        state.rooms[0].scroll = Scroll::Top;
+        let frame_top = per_iteration(500, || draw(&mut terminal, &state, now));
+        state.rooms[0].scroll = Scroll::Bottom;
+
         let page_up = KeyEvent::new(KeyCode::PageUp, KeyModifiers::NONE);
         let page_down = KeyEvent::new(KeyCode::PageDown, KeyModifiers::NONE);
         let scroll = per_iteration(500, || {
@@ -85,11 +97,33 @@ fn main() {
             black_box(update(&mut state, Event::Key(key), now));
         });
         state.editor.clear();
+
+        // A message arrives and the frame is drawn again, as in a busy room.
+        let mut next = messages;
+        let arrival = per_iteration(500, || {
+            next += 1;
+            let message = Message {
+                room: "general".into(),
+                seq: next,
+                id: format!("m{next}"),
+                author: "someone@example.com".into(),
+                name: None,
+                text: "a new message arrives".into(),
+                ts: 1_796_290_860_000 + next as i64 * 7_000,
+            };
+            black_box(update(&mut state, Event::Client(ClientEvent::Message(message)), now));
+            draw(&mut terminal, &state, now);
+        });
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "  {messages:>7} messages: draw a frame {:>7.1} us, PgUp/PgDn {:>7.1} us, a typed key {:>5.2} us",
-            frame.as_secs_f64() * 1e6,
-            scroll.as_secs_f64() * 1e6,
-            typing.as_secs_f64() * 1e6,
+            "  {messages:>7} messages: draw a frame {:>6.1} us (middle {:>6.1}, top {:>6.1}), \
+             PgUp/PgDn {:>6.1} us, a typed key {:>5.2} us, a message in and drawn {:>6.1} us",
+            us(frame),
+            us(frame_middle),
+            us(frame_top),
+            us(scroll),
+            us(typing),
+            us(arrival),
         );
     }
 }

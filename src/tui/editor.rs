@@ -146,6 +146,10 @@ impl Editor {
     fn word_start(&self) -> usize {
         let before = &self.text[..self.cursor];
         let trimmed = before.trim_end_matches(|c: char| c.is_whitespace() && c != '\n');
+        // At the start of a line the "word" before the cursor is the line break.
+        if trimmed.ends_with('\n') {
+            return trimmed.len() - 1;
+        }
         // After the space before the word; spaces may be wider than a byte (U+00A0, U+3000).
         trimmed
             .char_indices()
@@ -294,6 +298,17 @@ mod tests {
         assert_eq!(e.text(), "brave new ");
         e.delete_to_line_end();
         assert_eq!(e.text(), "");
+    }
+
+    #[test]
+    fn ctrl_w_at_the_start_of_a_line_joins_it_to_the_one_above() {
+        let mut e = typed("first line\nsecond");
+        e.delete_word_back();
+        assert_eq!(e.text(), "first line\n");
+        e.delete_word_back();
+        assert_eq!(e.text(), "first line");
+        e.delete_word_back();
+        assert_eq!(e.text(), "first ");
     }
 
     #[test]

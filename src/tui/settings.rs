@@ -138,6 +138,12 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, example).unwrap();
         let client = crate::client::config::load(&path).unwrap();
+        // Commented out: a copied file must not name everyone Alice.
+        assert_eq!(client.display_name, None);
+        assert_eq!(client.server_url.as_deref(), Some("http://127.0.0.1:8000"));
+        let uncommented = example.replace("# display_name", "display_name");
+        std::fs::write(&path, uncommented).unwrap();
+        let client = crate::client::config::load(&path).unwrap();
         assert_eq!(client.display_name.as_deref(), Some("Alice"));
     }
 

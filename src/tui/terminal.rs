@@ -4,6 +4,7 @@
 
 use std::io::{Write, stdout};
 
+use crossterm::cursor::Show;
 use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste};
 use crossterm::execute;
 use crossterm::terminal::{
@@ -48,9 +49,10 @@ impl Drop for Guard {
     }
 }
 
-/// Leaves raw mode, bracketed paste and the alternate screen. Safe to call twice.
+/// Leaves raw mode, bracketed paste and the alternate screen, and shows the cursor. Safe
+/// to call twice.
 pub fn restore() {
-    let _ = execute!(stdout(), DisableBracketedPaste, LeaveAlternateScreen);
+    let _ = execute!(stdout(), DisableBracketedPaste, LeaveAlternateScreen, Show);
     let _ = disable_raw_mode();
 }
 

@@ -526,6 +526,11 @@ impl ServerProcess {
             .await
             .expect("request");
         assert_eq!(response.status(), 202);
+        self.printed_link(email).await
+    }
+
+    /// The next magic link for `email` that the console mailer prints on standard output.
+    pub async fn printed_link(&mut self, email: &str) -> String {
         let prefix = format!("magic link for {email} ");
         let line = tokio::time::timeout(PATIENCE, async {
             loop {

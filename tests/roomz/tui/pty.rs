@@ -1,6 +1,7 @@
-//! The real `roomz chat` binary in a pseudo-terminal against a real server, used as a
-//! person would: log in with the token the console mailer printed, chat with a second
-//! client, quit, and come back straight in from the cached session.
+//! The real `roomz chat` binary in a pseudo-terminal against the real `roomz serve` binary,
+//! used as a person would: log in with the link the console mailer printed, chat with a
+//! second client, quit, come back straight in from the cached session, log out, and log in
+//! again with the bare token.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use roomz::client::Event;
 
-use crate::support::{ALICE, BOB, PATIENCE, TestServer, event};
+use crate::support::{ALICE, BOB, PATIENCE, ServerProcess, base_env, builder, event};
 
 /// The chat running in a pseudo-terminal, its screen kept by a terminal emulator.
 struct Chat {
@@ -24,15 +25,24 @@ struct Chat {
 }
 
 impl Chat {
-    fn start(server: &TestServer, home: &std::path::Path) -> Self {
+    fn start(server: &str, home: &std::path::Path) -> Self {
+        Self::spawn(&["--server", server], &[], home)
+    }
+
+    /// `roomz chat` with these arguments and variables (and HOME, TERM), nothing else.
+    fn spawn(args: &[&str], vars: &[(&str, &str)], home: &std::path::Path) -> Self {
         let pty = native_pty_system()
             .openpty(PtySize { rows: 24, cols: 100, pixel_width: 0, pixel_height: 0 })
             .expect("a pseudo-terminal");
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_roomz"));
-        command.args(["chat", "--server", &server.base_url()]);
+        command.arg("chat");
+        command.args(args);
         command.env_clear();
         command.env("HOME", home);
         command.env("TERM", "xterm-256color");
+        for (name, value) in vars {
+            command.env(name, value);
+        }
         let child = pty.slave.spawn_command(command).expect("roomz chat starts");
         drop(pty.slave);
         let mut reader = pty.master.try_clone_reader().expect("reader");
@@ -107,17 +117,28 @@ impl Drop for Chat {
     }
 }
 
+/// The bytes that undo the chat's terminal setup, in the last output of `chat`.
+fn assert_restored(chat: &Chat) {
+    let raw = chat.raw.lock().unwrap().clone();
+    let tail = String::from_utf8_lossy(&raw[raw.len().saturating_sub(300)..]).into_owned();
+    assert!(tail.contains("\u{1b}[?1049l"), "the alternate screen was left: {tail:?}");
+    assert!(tail.contains("\u{1b}[?2004l"), "bracketed paste was turned off: {tail:?}");
+    assert!(tail.contains("\u{1b}[?25h"), "the cursor is shown again: {tail:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_in_chat_quit_and_come_back() {
-    let server = TestServer::start().await;
-    let home = server.dir.path().join("home");
+async fn log_in_chat_quit_come_back_and_log_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::spawn(dir.path(), &base_env(dir.path()), &[]).ready().await;
+    let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
 
-    let mut chat = Chat::start(&server, &home);
+    // The journey of a new user: email, the link `roomz serve` printed, and in.
+    let mut chat = Chat::start(&server.url(""), &home);
     chat.shows("Email:").await;
     chat.type_keys("alice@example.com\r");
     chat.shows("A login link is on its way to alice@example.com").await;
-    let link = server.link_for(ALICE).await;
+    let link = server.printed_link(ALICE).await;
     chat.paste(&link);
     chat.type_keys("\r");
     chat.shows("#general").await;
@@ -129,9 +150,11 @@ async fn log_in_chat_quit_and_come_back() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&session).unwrap().permissions().mode() & 0o777, 0o600);
     }
+    assert!(home.join(".cache/roomz/chat.log").exists(), "the log goes to a file");
 
     // A message typed here reaches another client; one from there shows here.
-    let bob = server.client(BOB).await;
+    let bob = builder(&server.url("")).session_token(server.login_link(BOB).await).build().unwrap();
+    bob.connect().await.unwrap();
     let mut bob_events = bob.events();
     chat.type_keys("hello from the pty\r");
     let seen = event(&mut bob_events, |e| match e {
@@ -147,13 +170,10 @@ async fn log_in_chat_quit_and_come_back() {
     chat.shows("unknown command /frobnicate").await;
     chat.type_keys("/quit\r");
     assert_eq!(chat.exit_code().await, 0);
-    let raw = chat.raw.lock().unwrap().clone();
-    let tail = String::from_utf8_lossy(&raw[raw.len().saturating_sub(200)..]).into_owned();
-    assert!(tail.contains("\u{1b}[?1049l"), "the alternate screen was left: {tail:?}");
-    assert!(tail.contains("\u{1b}[?2004l"), "bracketed paste was turned off: {tail:?}");
+    assert_restored(&chat);
 
-    // Next time: straight in, from the cached session.
-    let mut again = Chat::start(&server, &home);
+    // Next time: straight in, from the cached session; Ctrl-C twice leaves as cleanly.
+    let mut again = Chat::start(&server.url(""), &home);
     again.shows("#general").await;
     again.shows("hi alice, from bob").await;
     assert!(!again.contents().contains("Email:"));
@@ -161,4 +181,60 @@ async fn log_in_chat_quit_and_come_back() {
     again.shows("press Ctrl-C again to quit").await;
     again.type_keys("\u{3}");
     assert_eq!(again.exit_code().await, 0);
+    assert_restored(&again);
+
+    // /logout forgets the session; the bare token from the next link logs in again.
+    let mut third = Chat::start(&server.url(""), &home);
+    third.shows("● connected").await;
+    third.type_keys("/logout\r");
+    third.shows("Email:").await;
+    assert!(!session.exists(), "the cached session is deleted");
+    third.type_keys("alice@example.com\r");
+    third.shows("A login link is on its way").await;
+    let link = server.printed_link(ALICE).await;
+    let token = link.rsplit("token=").next().unwrap().to_owned();
+    third.paste(&token);
+    third.type_keys("\r");
+    third.shows("● connected").await;
+    assert!(session.exists());
+    third.type_keys("/quit\r");
+    assert_eq!(third.exit_code().await, 0);
+}
+
+/// Arguments, variables, HOME, and the server the chat should say it uses.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a std::path::Path, &'a str);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flag_beats_the_variable_beats_the_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".roomz")).unwrap();
+    std::fs::write(
+        home.path().join(".roomz/config.toml"),
+        "[client]\nserver_url = \"http://from-the-file.test:1\"\n",
+    )
+    .unwrap();
+    let from_env = [("ROOMZ_SERVER", "http://from-the-variable.test:2")];
+    let empty_home = tempfile::tempdir().unwrap();
+    let cases: [Case; 4] = [
+        (
+            &["--server", "http://from-the-flag.test:3"],
+            &from_env,
+            home.path(),
+            "from-the-flag.test:3",
+        ),
+        (&[], &from_env, home.path(), "from-the-variable.test:2"),
+        (&[], &[], home.path(), "from-the-file.test:1"),
+        (&[], &[], empty_home.path(), "127.0.0.1:8000"),
+    ];
+    for (args, vars, home, shown) in cases {
+        let mut chat = Chat::spawn(args, vars, home);
+        chat.shows("Email:").await;
+        assert!(
+            chat.contents().contains(&format!("roomz · http://{shown}")),
+            "{}",
+            chat.contents()
+        );
+        chat.type_keys("\u{3}\u{3}");
+        chat.exit_code().await;
+    }
 }

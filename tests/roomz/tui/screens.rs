@@ -90,6 +90,57 @@ fn login_screens() {
     insta::assert_snapshot!("login_token_error", screen(&mut s, 80, 16, Instant::now()));
 }
 
+/// Draws a login screen and returns its rows and where the cursor is.
+fn login_at(state: &State, width: u16, height: u16) -> (Vec<String>, (u16, u16), bool) {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| _ = view::draw(frame, state, Instant::now())).unwrap();
+    let backend = terminal.backend();
+    let rows = backend
+        .buffer()
+        .content()
+        .chunks(usize::from(width))
+        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>())
+        .collect();
+    let at = backend.cursor_position();
+    (rows, (at.x, at.y), backend.cursor_visible())
+}
+
+#[test]
+fn the_login_field_and_its_error_show_at_any_size() {
+    let mut s = state();
+    let long_error = "Cannot reach the server at http://127.0.0.1:8000: connection refused. \
+                      Check the address, or start the server with roomz serve.";
+    s.login(Some(long_error.into()));
+    s.editor.set("alice@example.com");
+    for (width, height) in [(80, 16), (40, 12), (30, 8), (20, 5), (20, 2)] {
+        let (rows, (x, y), visible) = login_at(&s, width, height);
+        let field = rows.iter().position(|r| r.contains("Email:"));
+        let field = field.unwrap_or_else(|| panic!("{width}x{height}: no field in {rows:#?}"));
+        assert!(visible, "{width}x{height}: no cursor");
+        assert_eq!(usize::from(y), field, "{width}x{height}: the cursor is off the field");
+        assert!(rows[field][usize::from(x)..].trim().is_empty(), "{width}x{height}: {rows:#?}");
+        if height >= 8 {
+            let all = rows.concat();
+            assert!(all.contains("roomz serve."), "{width}x{height}: the error is cut: {rows:#?}");
+        }
+    }
+    let (rows, _, _) = login_at(&s, 80, 16);
+    assert!(rows.iter().any(|r| r.contains("Enter: send the link")), "{rows:#?}");
+}
+
+#[test]
+fn the_connecting_screen_says_what_to_do() {
+    let mut s = state();
+    s.screen = Screen::Connecting {
+        error: Some(
+            "Cannot reach the server at http://127.0.0.1:8000: connection refused. Check the \
+             address (--server, ROOMZ_SERVER or server_url), or start the server."
+                .into(),
+        ),
+    };
+    insta::assert_snapshot!("connecting_error", screen(&mut s, 60, 12, Instant::now()));
+}
+
 #[test]
 fn main_screen() {
     let mut s = busy();
@@ -158,7 +209,7 @@ fn help_overlay() {
 
 #[test]
 fn hostile_text_never_reaches_the_terminal() {
-    let (mut s, _) = connected(&[room("general", 0, 0)]);
+    let (mut s, _) = connected(&[room("general", 0, 0), room("ev\u{1b}[2Jil\u{202e}", 0, 0)]);
     let hostile = [
         "\u{1b}]0;pwned\u{7}title",
         "\u{1b}[2J\u{1b}[Hclear",
@@ -177,6 +228,15 @@ fn hostile_text_never_reaches_the_terminal() {
     let said = "\u{202e}no\u{2066}".to_owned();
     let offline = ConnectionState::GaveUp { error: ClientError::Protocol(said) };
     update(&mut s, Event::Client(ClientEvent::Connection(offline)), Instant::now());
+    // A member list and a notice carry untrusted names and text too.
+    let members = vec![roomz::protocol::Member {
+        email: "eve@example.com".into(),
+        name: Some("Who\u{1b}]8;;http://x\u{7}ami\u{2067}".into()),
+        online: true,
+    }];
+    let answer = Event::Members { room: "general".into(), result: Ok(members) };
+    update(&mut s, answer, Instant::now());
+    s.say("notice \u{1b}[5mblink\u{9b}", true, Instant::now());
     let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();
     terminal
         .draw(|frame| {
@@ -199,4 +259,67 @@ fn hostile_text_never_reaches_the_terminal() {
         text.contains("Alice (alice@example.com)") && text.contains("from the server: no"),
         "{text}"
     );
+    assert!(text.contains("#ev[2Jil") && text.contains("notice [5mblink"), "{text}");
+    assert!(text.contains("Who]8;;http://xami (eve@example.com)"), "{text}");
+}
+
+/// The cell where `needle` starts on the screen.
+fn find(terminal: &Terminal<TestBackend>, needle: &str) -> ratatui::buffer::Cell {
+    let buffer = terminal.backend().buffer();
+    let width = usize::from(buffer.area.width);
+    for (y, row) in buffer.content().chunks(width).enumerate() {
+        let text: String = row.iter().map(|c| c.symbol()).collect();
+        if let Some(at) = text.find(needle) {
+            let x = text[..at].chars().count();
+            return buffer[(x as u16, y as u16)].clone();
+        }
+    }
+    panic!("{needle:?} is not on the screen");
+}
+
+#[test]
+fn colours_mark_the_current_room_mentions_and_authors() {
+    use ratatui::style::{Color, Modifier};
+    let mut s = busy();
+    let draw = |s: &State| {
+        let mut terminal = Terminal::new(TestBackend::new(100, 16)).unwrap();
+        terminal.draw(|frame| _ = view::draw(frame, s, Instant::now())).unwrap();
+        terminal
+    };
+    let terminal = draw(&s);
+    let current = find(&terminal, "#general");
+    assert_eq!((current.fg, current.bg), (Color::Black, Color::Cyan));
+    let unread = find(&terminal, "#ops");
+    assert!(unread.modifier.contains(Modifier::BOLD) && unread.bg == Color::Reset);
+    let mention = find(&terminal, "@alice can you");
+    assert_eq!(mention.fg, Color::Yellow, "a mention is in the mention colour");
+    let plain = find(&terminal, "morning!");
+    assert_eq!(plain.fg, Color::Reset);
+    // Author colours are a fixed hash of the email: the same in every run and build.
+    assert_eq!(
+        find(&terminal, "Bob Builder").fg,
+        roomz::tui::render::author_color("bob@example.com")
+    );
+    assert_eq!(roomz::tui::render::author_color("bob@example.com"), Color::Green);
+    assert_eq!(roomz::tui::render::author_color("carol@example.com"), Color::LightGreen);
+
+    // Without colours, the current room is in reverse video, unlike an unread one.
+    s.settings.palette.enabled = false;
+    let terminal = draw(&s);
+    let current = find(&terminal, "#general");
+    assert!(current.modifier.contains(Modifier::REVERSED), "{current:?}");
+    assert_eq!((current.fg, current.bg), (Color::Reset, Color::Reset));
+    assert!(!find(&terminal, "#ops").modifier.contains(Modifier::REVERSED));
+    assert_eq!(find(&terminal, "@alice can you").fg, Color::Reset);
+}
+
+#[test]
+fn a_long_room_list_keeps_the_current_room_in_view() {
+    let names: Vec<String> = (0..30).map(|i| format!("room{i:02}")).collect();
+    let rooms: Vec<_> = names.iter().map(|n| room(n, 0, 0)).collect();
+    let (mut s, _) = connected(&rooms);
+    s.current = 25;
+    let text = screen(&mut s, 80, 12, Instant::now());
+    assert!(text.contains("#room25"), "{text}");
+    assert!(!text.contains("#room00"), "{text}");
 }

@@ -70,7 +70,15 @@ fn login_errors_say_what_to_do() {
     let Screen::Login(login) = &s.screen else { panic!() };
     assert_eq!(
         login.error.as_deref(),
-        Some("Too many links were asked for this address. Try again in 30 minute(s).")
+        Some("Too many login links were asked for. Try again in 30 minutes.")
+    );
+    let soon = ClientError::RateLimited { retry_after: Duration::from_secs(40) };
+    update(&mut s, key(KeyCode::Enter), Instant::now());
+    update(&mut s, Event::LinkRequested { email: ME.into(), result: Err(soon) }, Instant::now());
+    let Screen::Login(login) = &s.screen else { panic!() };
+    assert_eq!(
+        login.error.as_deref(),
+        Some("Too many login links were asked for. Try again in 40 s.")
     );
     let down = ClientError::Unreachable { url: "http://x:1/".into(), reason: "refused".into() };
     update(&mut s, key(KeyCode::Enter), Instant::now());
@@ -416,4 +424,83 @@ fn a_session_that_ends_forgets_everything_of_it() {
     update(&mut s, Event::Client(ClientEvent::Connection(gave_up)), Instant::now());
     assert!(matches!(s.screen, Screen::Login(_)));
     assert!(s.rooms.is_empty() && s.me.is_none() && s.editor.is_empty());
+}
+
+#[test]
+fn keys_of_the_main_screen() {
+    let (mut s, _) = connected(&[room("general", 0, 0)]);
+    assert_eq!(update(&mut s, ctrl('l'), Instant::now()), [Effect::Redraw]);
+    update(&mut s, key(KeyCode::F(1)), Instant::now());
+    assert!(s.help, "F1 opens the help");
+    update(&mut s, key(KeyCode::Char('x')), Instant::now());
+    assert!(!s.help && s.editor.is_empty(), "any key closes it, and types nothing");
+
+    type_text(&mut s, "hello big world");
+    update(&mut s, key(KeyCode::Home), Instant::now());
+    type_text(&mut s, ">");
+    update(&mut s, key(KeyCode::End), Instant::now());
+    type_text(&mut s, "!");
+    assert_eq!(s.editor.text(), ">hello big world!");
+    update(&mut s, ctrl('a'), Instant::now());
+    update(&mut s, ctrl('e'), Instant::now());
+    update(&mut s, ctrl('w'), Instant::now());
+    assert_eq!(s.editor.text(), ">hello big ");
+    update(&mut s, ctrl('u'), Instant::now());
+    assert!(s.editor.is_empty());
+
+    // A paste keeps its newlines and is sent as one message.
+    update(&mut s, Event::Paste("line one\nline two".into()), Instant::now());
+    let effects = update(&mut s, key(KeyCode::Enter), Instant::now());
+    let sent: Vec<&str> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, ["line one\nline two"]);
+}
+
+#[test]
+fn the_bell_can_be_turned_off() {
+    let (mut s, _) = connected(&[room("general", 0, 0), room("ops", 0, 0)]);
+    let mention = |seq| message("ops", seq, "bob@example.com", "@alice look");
+    let effects = update(&mut s, Event::Client(ClientEvent::Message(mention(1))), Instant::now());
+    assert!(effects.contains(&Effect::Bell), "{effects:?}");
+    s.settings.bell = false;
+    let effects = update(&mut s, Event::Client(ClientEvent::Message(mention(2))), Instant::now());
+    assert!(!effects.contains(&Effect::Bell), "{effects:?}");
+    assert!(s.rooms[1].mentioned, "the mention is still marked");
+}
+
+#[test]
+fn who_lists_the_members_with_who_is_online() {
+    let (mut s, _) = connected(&[room("general", 0, 0)]);
+    s.editor.set("/who");
+    assert_eq!(
+        update(&mut s, key(KeyCode::Enter), Instant::now()),
+        [Effect::Members("general".into())]
+    );
+    let members = vec![
+        roomz::protocol::Member {
+            email: "bob@example.com".into(),
+            name: Some("Bob".into()),
+            online: true,
+        },
+        roomz::protocol::Member { email: ME.into(), name: Some("Alice".into()), online: true },
+        roomz::protocol::Member { email: "carol@example.com".into(), name: None, online: false },
+    ];
+    let answer = Event::Members { room: "general".into(), result: Ok(members) };
+    update(&mut s, answer, Instant::now());
+    let notice = s.rooms[0].log.entries.values().last().map(|e| match e {
+        roomz::tui::state::Entry::Notice { text, .. } => text.clone(),
+        other => panic!("{other:?}"),
+    });
+    assert_eq!(
+        notice.as_deref(),
+        Some(
+            "3 members in general, 2 online: Alice (alice@example.com) (online), \
+             Bob (bob@example.com) (online), carol@example.com"
+        )
+    );
 }

@@ -6,14 +6,16 @@ use std::time::Instant;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use unicode_width::UnicodeWidthStr;
+
+mod login;
 
 use super::commands::HELP;
 use super::render::styled;
 use super::scroll;
-use super::state::{Link, LoginStep, Screen, Scroll, State};
+use super::state::{Link, Screen, Scroll, State};
 use crate::protocol::text::sanitize_line;
 
 /// The room list is shown from this width on.
@@ -31,7 +33,7 @@ pub fn draw(frame: &mut Frame<'_>, state: &State, now: Instant) -> (u16, u16) {
     }
     let view = match &state.screen {
         Screen::Login(_) | Screen::Connecting { .. } => {
-            login(frame, state, area);
+            login::draw(frame, state, area);
             state.view
         }
         Screen::Main => main(frame, state, area, now),
@@ -66,6 +68,7 @@ fn main(frame: &mut Frame<'_>, state: &State, area: Rect, now: Instant) -> (u16,
     if show_rooms {
         room_list(frame, state, rooms_area);
     }
+    let elsewhere = if show_rooms { None } else { activity_elsewhere(state) };
     messages(frame, state, messages_area);
     if let Some(notice) = &state.notice {
         let style = if notice.error {
@@ -77,7 +80,7 @@ fn main(frame: &mut Frame<'_>, state: &State, area: Rect, now: Instant) -> (u16,
         frame
             .render_widget(Paragraph::new(Span::styled(text, styled(palette, style))), notice_area);
     }
-    separator_line(frame, state, separator);
+    separator_line(frame, state, separator, elsewhere.as_deref());
 
     // The input, with its cursor.
     let prompt = styled(palette, Style::default().fg(palette.accent).add_modifier(Modifier::BOLD));
@@ -114,10 +117,15 @@ fn room_list(frame: &mut Frame<'_>, state: &State, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let width = usize::from(inner.width);
+    // More rooms than rows: the list scrolls so that the current room is always in it.
+    let rows = usize::from(inner.height);
+    let first = (state.current + 1).saturating_sub(rows);
     let lines: Vec<Line<'_>> = state
         .rooms
         .iter()
         .enumerate()
+        .skip(first)
+        .take(rows)
         .map(|(i, room)| {
             let mark = if room.mentioned { "@" } else { "" };
             let count = if room.unread > 0 {
@@ -125,18 +133,17 @@ fn room_list(frame: &mut Frame<'_>, state: &State, area: Rect) {
             } else {
                 mark.to_owned()
             };
-            let name_width = width.saturating_sub(count.width() + 2);
+            // Rooms 1 to 9 show the digit that Alt takes to reach them.
+            let key = if i < 9 { char::from(b'1' + i as u8) } else { ' ' };
+            let name_width = width.saturating_sub(count.width() + 4);
             let name = clip(&format!("#{}", sanitize_line(&room.name)), name_width);
-            let pad = width.saturating_sub(name.width() + count.width() + 1);
-            let text = format!(" {name}{}{count}", " ".repeat(pad));
-            let style = if i == state.current {
-                styled(
-                    palette,
-                    Style::default()
-                        .fg(Color::Black)
-                        .bg(palette.accent)
-                        .add_modifier(Modifier::BOLD),
-                )
+            let pad = width.saturating_sub(name.width() + count.width() + 2);
+            let text = format!("{key} {name}{}{count}", " ".repeat(pad));
+            let style = if i == state.current && !palette.enabled {
+                // Without colours, reverse video is what sets it apart from unread rooms.
+                Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+            } else if i == state.current {
+                Style::default().fg(Color::Black).bg(palette.accent).add_modifier(Modifier::BOLD)
             } else if room.mentioned {
                 styled(palette, Style::default().fg(palette.mention).add_modifier(Modifier::BOLD))
             } else if room.unread > 0 {
@@ -187,7 +194,21 @@ fn messages(frame: &mut Frame<'_>, state: &State, area: Rect) {
     frame.render_widget(Paragraph::new(shown), area);
 }
 
-fn separator_line(frame: &mut Frame<'_>, state: &State, area: Rect) {
+/// What the hidden room list would show of the other rooms: their new messages, and a
+/// mention.
+fn activity_elsewhere(state: &State) -> Option<String> {
+    let others = state.rooms.iter().enumerate().filter(|(i, _)| *i != state.current);
+    let (unread, mentioned) = others.fold((0, false), |(unread, mentioned), (_, room)| {
+        (unread + room.unread, mentioned || room.mentioned)
+    });
+    match (unread, mentioned) {
+        (0, false) => None,
+        (_, true) => Some(format!("@ {unread} new elsewhere (Alt-A)")),
+        (_, false) => Some(format!("{unread} new elsewhere (Alt-A)")),
+    }
+}
+
+fn separator_line(frame: &mut Frame<'_>, state: &State, area: Rect, elsewhere: Option<&str>) {
     if area.height == 0 {
         return;
     }
@@ -202,7 +223,13 @@ fn separator_line(frame: &mut Frame<'_>, state: &State, area: Rect) {
     };
     let members =
         if room.members == 1 { "1 member".to_owned() } else { format!("{} members", room.members) };
-    let mut label = format!(" #{} · {members} ", sanitize_line(&room.name));
+    let mut label = format!(" #{} · ", sanitize_line(&room.name));
+    if let Some(elsewhere) = elsewhere {
+        label.push_str(elsewhere);
+        label.push_str(" · ");
+    }
+    label.push_str(&members);
+    label.push(' ');
     if room.scroll != Scroll::Bottom {
         label.push_str(&if room.unread > 0 {
             format!("· scrolled up, {} new below (PgDn) ", room.unread)
@@ -269,93 +296,6 @@ fn link_text(state: &State, now: Instant) -> (String, Style) {
     }
 }
 
-fn login(frame: &mut Frame<'_>, state: &State, area: Rect) {
-    let palette = &state.settings.palette;
-    let width = area.width.min(72);
-    let x = area.x + (area.width - width) / 2;
-    let accent = styled(palette, Style::default().fg(palette.accent).add_modifier(Modifier::BOLD));
-    let muted = styled(palette, Style::default().fg(palette.muted));
-    let error_style = styled(palette, Style::default().fg(Color::LightRed));
-    let mut lines: Vec<Line<'_>> = vec![
-        Line::from(vec![
-            Span::styled("roomz", accent),
-            Span::styled(format!(" · {}", state.server), muted),
-        ]),
-        Line::default(),
-    ];
-    let (label, field_prefix) = match &state.screen {
-        Screen::Login(login) => {
-            match &login.step {
-                LoginStep::Email => {
-                    lines.push(Line::from(
-                        "Log in with a magic link: type your email address, and a",
-                    ));
-                    lines.push(Line::from("link to log in will be sent to it."));
-                }
-                LoginStep::Token { email } => {
-                    lines.push(Line::from(format!("A login link is on its way to {email}.")));
-                    lines.push(Line::from(
-                        "Open it, then paste the token it shows (or the whole link) here.",
-                    ));
-                }
-            }
-            lines.push(Line::default());
-            let label = match login.step {
-                LoginStep::Email => "Email: ",
-                LoginStep::Token { .. } => "Token: ",
-            };
-            (Some(login), label)
-        }
-        Screen::Connecting { error: Some(error) } => {
-            lines.push(Line::from(Span::styled(sanitize_line(error).into_owned(), error_style)));
-            lines.push(Line::default());
-            lines.push(Line::from(Span::styled("Enter: try again · Ctrl-C twice: quit", muted)));
-            (None, "")
-        }
-        _ => {
-            lines.push(Line::from("Connecting…"));
-            (None, "")
-        }
-    };
-    let field_row = lines.len() as u16;
-    let mut cursor_column = 0u16;
-    if let Some(login) = label {
-        // A long paste shows its end, where the cursor is.
-        let room = usize::from(width).saturating_sub(field_prefix.width() + 1);
-        let text = tail(state.editor.text(), room);
-        cursor_column = (field_prefix.width() + text.width()) as u16;
-        lines.push(Line::from(vec![Span::styled(field_prefix, accent), Span::raw(text)]));
-        lines.push(Line::default());
-        if login.busy {
-            lines.push(Line::from(Span::styled("working…", muted)));
-        } else if let Some(error) = &login.error {
-            lines.push(Line::from(Span::styled(sanitize_line(error).into_owned(), error_style)));
-        } else {
-            lines.push(Line::default());
-        }
-        lines.push(Line::default());
-        let hint = match login.step {
-            LoginStep::Email => "Enter: send the link · Ctrl-C twice: quit",
-            LoginStep::Token { .. } => "Enter: log in · Esc: another address · Ctrl-C twice: quit",
-        };
-        lines.push(Line::from(Span::styled(hint, muted)));
-    }
-    if let Some(notice) = &state.notice {
-        lines.push(Line::from(Span::styled(sanitize_line(&notice.text).into_owned(), muted)));
-    }
-    let height = (lines.len() as u16).min(area.height);
-    let y = area.y + (area.height - height) / 3;
-    let box_area = Rect { x, y, width, height };
-    frame.render_widget(Paragraph::new(Text::from(lines)).wrap(Wrap { trim: false }), box_area);
-    if label.is_some() && !state.help {
-        let cursor_x = x.saturating_add(cursor_column);
-        let cursor_y = y.saturating_add(field_row);
-        if cursor_x < area.right() && cursor_y < area.bottom() {
-            frame.set_cursor_position(Position { x: cursor_x, y: cursor_y });
-        }
-    }
-}
-
 fn help(frame: &mut Frame<'_>, state: &State, area: Rect) {
     let palette = &state.settings.palette;
     let accent = styled(palette, Style::default().fg(palette.accent).add_modifier(Modifier::BOLD));
@@ -402,7 +342,7 @@ fn help(frame: &mut Frame<'_>, state: &State, area: Rect) {
 }
 
 /// The longest end of `text` that fits in `width` cells.
-fn tail(text: &str, width: usize) -> String {
+pub(super) fn tail(text: &str, width: usize) -> String {
     use unicode_segmentation::UnicodeSegmentation;
     let mut kept = Vec::new();
     let mut used = 0;
