@@ -162,6 +162,18 @@ fn serve(bind: Option<String>) -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Listening before the store opens: a signal during start-up must not kill the process
+    // with its default action.
+    let signals = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = signals else {
+        eprintln!("Error: cannot listen for signals");
+        eprintln!("  hint: the process may not handle signals here; run it from a normal shell");
+        return ExitCode::FAILURE;
+    };
     let handle = match start(config, ServerOptions::default()).await {
         Ok(handle) => handle,
         Err(error) => {
@@ -170,16 +182,9 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (Ok(mut terminate), Ok(mut hangup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
-        eprintln!("Error: cannot listen for signals");
-        handle.shutdown().await;
-        return ExitCode::FAILURE;
-    };
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = hangup.recv() => handle.reload_allowlist(),
         }

@@ -40,7 +40,7 @@ pub fn from_config(config: &MailerConfig, from: &str) -> Result<Arc<dyn Mailer>,
     Ok(match config {
         MailerConfig::Console => Arc::new(ConsoleMailer::stdout()),
         MailerConfig::Resend { api_key, base_url } => {
-            Arc::new(ResendMailer::new(api_key, base_url.clone(), from)?)
+            Arc::new(ResendMailer::new(api_key, base_url.clone(), from, RESEND_TIMEOUT)?)
         }
     })
 }
@@ -84,8 +84,8 @@ impl Mailer for ConsoleMailer {
     }
 }
 
-/// How long one call to the Resend API may take.
-const RESEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call to the Resend API may take, unless told otherwise.
+pub const RESEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts per email, the first included.
 const RESEND_ATTEMPTS: u32 = 4;
 /// Longest wait between attempts.
@@ -98,10 +98,16 @@ pub struct ResendMailer {
 }
 
 impl ResendMailer {
-    pub fn new(api_key: &Secret, base_url: url::Url, from: &str) -> Result<Self, MailError> {
+    /// A mailer that gives each call to the API at most `timeout`, then tries again.
+    pub fn new(
+        api_key: &Secret,
+        base_url: url::Url,
+        from: &str,
+        timeout: Duration,
+    ) -> Result<Self, MailError> {
         let http = reqwest::Client::builder()
-            .timeout(RESEND_TIMEOUT)
-            .connect_timeout(RESEND_TIMEOUT)
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .build()
             .map_err(|e| MailError(format!("cannot build the HTTP client: {e}")))?;
         let config =
@@ -146,7 +152,8 @@ fn retry_delay(error: &resend_rs::Error, attempt: u32) -> Option<Duration> {
         resend_rs::Error::Http(e) if e.status().is_some_and(|s| s.is_server_error()) => {
             Some(backoff)
         }
-        // A body that is not Resend's JSON usually comes from a proxy in trouble.
+        // An answer that is not Resend's JSON (resend-rs keeps no status for it) usually
+        // comes from a proxy in trouble; the idempotency key makes another try harmless.
         resend_rs::Error::Parse { .. } => Some(backoff),
         _ => None,
     }

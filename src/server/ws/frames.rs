@@ -415,7 +415,10 @@ impl Connection {
 /// The `req` and `id` of a frame, for its error answer.
 fn correlation_of(frame: &ClientFrame) -> (Option<u64>, Option<String>) {
     match frame {
-        ClientFrame::Send { id, .. } => (None, Some(id.clone())),
+        // Only an id that could be valid is echoed: a huge one would make a huge error.
+        ClientFrame::Send { id, .. } => {
+            (None, Some(id.clone()).filter(|id| id.len() <= MAX_CLIENT_ID_LEN))
+        }
         ClientFrame::History { req, .. }
         | ClientFrame::Rooms { req }
         | ClientFrame::Join { req, .. }

@@ -116,3 +116,39 @@ async fn a_refused_email_is_not_retried() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(mock.received_requests().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_call_that_outlasts_the_timeout_is_abandoned_and_tried_again() {
+    use roomz::server::config::Secret;
+    use roomz::server::mailer::{LinkMail, Mailer, ResendMailer};
+
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/emails"))
+        .respond_with(accepted().set_delay(Duration::from_secs(5)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST")).and(path("/emails")).respond_with(accepted()).mount(&mock).await;
+    let base = mock.uri().parse().unwrap();
+    let mailer = ResendMailer::new(
+        &Secret::new(API_KEY.to_owned()),
+        base,
+        "login@example.com",
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let mail = LinkMail {
+        to: ALICE.to_owned(),
+        link: "http://127.0.0.1:8000/auth/verify?token=x".to_owned(),
+        valid_minutes: 15,
+        idempotency_key: "key-1".to_owned(),
+    };
+
+    let sent = tokio::time::timeout(Duration::from_secs(4), mailer.send(&mail)).await;
+    assert!(matches!(sent, Ok(Ok(()))), "the second try gets through: {sent:?}");
+    let received = mock.received_requests().await.unwrap();
+    assert_eq!(received.len(), 2, "the slow call, then the retry");
+    assert_eq!(received[0].headers["idempotency-key"], received[1].headers["idempotency-key"]);
+}

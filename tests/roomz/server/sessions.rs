@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use roomz::protocol::{ClientFrame, ErrorCode, ServerFrame};
+use roomz::protocol::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -109,6 +109,20 @@ async fn removing_an_address_revokes_its_sessions_at_once() {
     assert!(open_ws(&server.ws_url(), &[("authorization", &bearer)]).await.is_err());
 
     bob.post("general", "still here").await;
+}
+
+#[tokio::test]
+async fn a_frame_from_a_removed_address_is_refused_even_before_hello() {
+    // An open socket that has not said hello is not yet known to the hub, so removing the
+    // address cannot close it: the check on the next frame must.
+    let server = TestServer::start().await;
+    let session = server.login(ALICE).await;
+    let mut alice = Client::open(&server.ws_url(), &session).await;
+    server.handle.set_allowed_emails(vec![BOB.to_owned()]);
+
+    alice.send(&ClientFrame::Hello { v: PROTOCOL_VERSION, since: Default::default() }).await;
+    assert_eq!(alice.error().await.code, ErrorCode::AccessRevoked);
+    assert_eq!(alice.closed().await, "closed: 4003");
 }
 
 #[tokio::test]
