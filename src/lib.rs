@@ -16,3 +16,8 @@ pub mod server;
 pub mod tui;
 
 pub use client::{AsyncClient, SyncClient};
+
+// The README's Rust example is compiled with the doctests, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -42,6 +42,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 const MAX_FRAME: usize = 16 << 20;
 /// How long a message waits before it is sent again after a transient refusal.
 const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait for a refused message or request the client accepts from the server.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
 /// The client paces itself a little below the server's announced rate, so that network
 /// jitter does not push it over.
 const PACE_MARGIN: f64 = 0.9;
@@ -49,9 +51,13 @@ const PACE_MARGIN: f64 = 0.9;
 /// A message acknowledged by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
+    /// The message's id, chosen by the client: its `message` event carries it too.
     pub id: String,
+    /// The room, as the server spells it.
     pub room: String,
+    /// Its sequence number in the room.
     pub seq: Seq,
+    /// When the server stored it (milliseconds since the Unix epoch).
     pub ts: Millis,
 }
 
@@ -239,7 +245,7 @@ fn close_error(code: u16, error: Option<&ErrorFrame>) -> Option<ClientError> {
         close_code::SESSION_EXPIRED => Some(ClientError::SessionExpired),
         close_code::ACCESS_REVOKED => Some(ClientError::AccessRevoked),
         close_code::HANDSHAKE_FAILED => {
-            Some(ClientError::Protocol(error.map_or_else(
+            Some(ClientError::Incompatible(error.map_or_else(
                 || "the server refused the handshake".to_owned(),
                 |e| e.message.clone(),
             )))
@@ -505,6 +511,10 @@ impl Task {
             return Ok(());
         };
         let rate = f64::from(limits.messages_per_second) * PACE_MARGIN;
+        if rate <= 0.0 {
+            // A server that announces no rate gets no pacing: its refusals pace us instead.
+            return Ok(());
+        }
         let elapsed = now.saturating_duration_since(self.pace.at).as_secs_f64();
         self.pace.tokens = (self.pace.tokens + elapsed * rate).min(self.burst());
         self.pace.at = now;
@@ -722,9 +732,7 @@ impl Task {
             error.id.as_ref().and_then(|id| self.outbox.iter().position(|o| &o.id == id));
         if let Some(at) = position {
             let retry = match error.code {
-                ErrorCode::RateLimited => {
-                    Some(Duration::from_millis(error.retry_after_ms.unwrap_or(1000)))
-                }
+                ErrorCode::RateLimited => Some(retry_after(&error)),
                 ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => Some(TRANSIENT_RETRY),
                 _ => None,
             };
@@ -751,9 +759,9 @@ impl Task {
                 (ClientFrame::Leave { room, .. }, ErrorCode::NotMember) if pending.resent => {
                     Ok(ServerFrame::Left { req: Some(req), room: room.clone() })
                 }
-                (_, ErrorCode::RateLimited) => Err(ClientError::RateLimited {
-                    retry_after: Duration::from_millis(error.retry_after_ms.unwrap_or(1000)),
-                }),
+                (_, ErrorCode::RateLimited) => {
+                    Err(ClientError::RateLimited { retry_after: retry_after(&error) })
+                }
                 _ => Err(rejected(&error)),
             };
             let _ = pending.reply.send(result);
@@ -799,7 +807,7 @@ impl Task {
                     self.failed_attempts = 0;
                     return Ok(connection);
                 }
-                Err(error) if error.needs_login() => return Err(Ended::Fatal(error)),
+                Err(error) if error.is_final() => return Err(Ended::Fatal(error)),
                 Err(error) => tracing::info!(attempt, %error, "client: reconnection failed"),
             }
         }
@@ -870,6 +878,12 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// How long the server asks us to wait before trying again: a second when it does not say,
+/// and never more than [`MAX_SERVER_WAIT`], whatever it says.
+fn retry_after(error: &ErrorFrame) -> Duration {
+    Duration::from_millis(error.retry_after_ms.unwrap_or(1000)).min(MAX_SERVER_WAIT)
 }
 
 fn rejected(error: &ErrorFrame) -> ClientError {

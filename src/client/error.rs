@@ -31,7 +31,10 @@ pub enum ClientError {
     SessionExpired,
 
     /// The address was removed from the server's allow-list.
-    #[error("access revoked: this address is no longer allowed on the server")]
+    #[error(
+        "access revoked: this address is no longer allowed on the server; once it is allowed \
+         again, request a new link"
+    )]
     AccessRevoked,
 
     /// The magic-link token is wrong, expired or already used.
@@ -53,6 +56,11 @@ pub enum ClientError {
     /// The server refused a request or a message, and sending it again will not help.
     #[error("the server refused it ({code:?}): {message}")]
     Rejected { code: ErrorCode, message: String },
+
+    /// The server refused this client's handshake (a protocol version it does not speak):
+    /// trying again will not help.
+    #[error("the server refused this client: {0}; use a roomz client of the server's version")]
+    Incompatible(String),
 
     /// The server answered something this client does not understand.
     #[error("unexpected answer from the server: {0}")]
@@ -99,5 +107,11 @@ impl ClientError {
             self,
             Self::NotLoggedIn | Self::SessionExpired | Self::AccessRevoked | Self::InvalidToken
         )
+    }
+
+    /// Whether reconnecting cannot mend it: a new login is needed, or the server will never
+    /// take this client.
+    pub fn is_final(&self) -> bool {
+        self.needs_login() || matches!(self, Self::Incompatible(_))
     }
 }

@@ -55,7 +55,9 @@ pub enum Event {
     Outbox { unsent: usize },
     /// An error the server sent that no single call was waiting for.
     ServerError(ErrorFrame),
-    /// This receiver fell behind and missed this many events (fetch history to recover).
+    /// This receiver fell behind by more than [`EVENT_BUFFER`] events and missed this many.
+    /// Reconnecting does not bring them back (the client had them): fetch each room's
+    /// messages after the last one you saw with [`crate::AsyncClient::history`].
     Lagged(u64),
 }
 

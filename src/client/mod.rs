@@ -184,10 +184,17 @@ impl AsyncClient {
             self.inner.shared.cursors.lock().expect("cursor lock").clear();
         }
         *self.inner.shared.session.lock().expect("session lock") = Some(session.clone());
-        if let Some(cache) = &self.inner.cache
-            && let Err(error) = cache.save(&session)
-        {
-            tracing::warn!(%error, "client: the session works, but it could not be cached");
+        if let Some(cache) = self.inner.cache.clone() {
+            // Written and flushed to disk off the async threads.
+            let saving = session.clone();
+            let saved = tokio::task::spawn_blocking(move || cache.save(&saving)).await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "client: the session works, but it could not be cached");
+                }
+                Err(error) => tracing::warn!(%error, "client: caching the session failed"),
+            }
         }
         Ok(session)
     }
@@ -309,12 +316,21 @@ impl AsyncClient {
     /// closed. Messages still unacknowledged then fail with [`ClientError::Closed`].
     pub async fn close(&self) {
         self.begin_close();
-        let Some(mut task) = self.inner.task.lock().await.take() else {
+        let mut task = self.inner.task.lock().await;
+        // A `connect` that held the lock until now may have started a connection: close it.
+        self.begin_close();
+        let Some(mut running) = task.take() else {
             return;
         };
         let patience = self.inner.options.connection_timeout * 2;
-        if tokio::time::timeout(patience, &mut task).await.is_err() {
-            task.abort();
+        if !matches!(tokio::time::timeout(patience, &mut running).await, Ok(Ok(()))) {
+            // The task did not finish (or panicked): end it, and say for it how it ended.
+            running.abort();
+            let shared = &self.inner.shared;
+            *shared.ended.lock().expect("ended lock") = Some(ClientError::Closed);
+            shared.outbox.store(0, Ordering::SeqCst);
+            shared.emit(Event::Outbox { unsent: 0 });
+            shared.set_state(ConnectionState::Closed);
         }
     }
 

@@ -22,6 +22,7 @@ use crate::protocol::http::{
 pub struct Session {
     /// The server it belongs to.
     pub server_url: String,
+    /// The address it was granted to.
     pub email: String,
     /// The JWT: never printed.
     pub session: String,

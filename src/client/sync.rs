@@ -76,26 +76,32 @@ impl SyncClient {
         &self.client
     }
 
+    /// The parameters this client was built with.
     pub fn options(&self) -> &ClientOptions {
         self.client.options()
     }
 
+    /// Whether it can connect without a new magic link (see [`AsyncClient::has_session`]).
     pub fn has_session(&self) -> Result<bool, ClientError> {
         self.client.has_session()
     }
 
+    /// Asks the server to email a magic link to `email`.
     pub fn request_magic_link(&self, email: &str) -> Result<(), ClientError> {
         self.block(self.client.request_magic_link(email))?
     }
 
+    /// Trades a magic-link token (or the whole pasted link) for a session, and caches it.
     pub fn login(&self, token: &str) -> Result<Session, ClientError> {
         self.block(self.client.login(token))?
     }
 
+    /// Logs in if needed, connects, and returns once the server said `welcome`.
     pub fn connect(&self) -> Result<(), ClientError> {
         self.block(self.client.connect())?
     }
 
+    /// Logs out: closes the connection and deletes the cached session.
     pub fn clear_cached_session(&self) -> Result<(), ClientError> {
         self.block(self.client.clear_cached_session())?
     }
@@ -105,10 +111,12 @@ impl SyncClient {
         let _ = self.block(self.client.close());
     }
 
+    /// The state of the connection now.
     pub fn state(&self) -> ConnectionState {
         self.client.state()
     }
 
+    /// How many messages are waiting for the server's acknowledgement.
     pub fn outbox_len(&self) -> usize {
         self.client.outbox_len()
     }
@@ -145,18 +153,22 @@ impl SyncClient {
         self.block(pending)?
     }
 
+    /// Our rooms, with member and unread counts.
     pub fn rooms(&self) -> Result<Vec<RoomSummary>, ClientError> {
         self.block(self.client.rooms())?
     }
 
+    /// Joins a room (creating it when new).
     pub fn join(&self, room: &str) -> Result<RoomSummary, ClientError> {
         self.block(self.client.join(room))?
     }
 
+    /// Leaves a room.
     pub fn leave(&self, room: &str) -> Result<(), ClientError> {
         self.block(self.client.leave(room))?
     }
 
+    /// Up to `limit` messages before `before` (the newest when `None`), oldest first.
     pub fn history(
         &self,
         room: &str,
@@ -166,25 +178,31 @@ impl SyncClient {
         self.block(self.client.history(room, before, limit))?
     }
 
+    /// The members of a room and whether each is online.
     pub fn members(&self, room: &str) -> Result<Vec<Member>, ClientError> {
         self.block(self.client.members(room))?
     }
 
+    /// Marks everything up to `seq` in `room` as read.
     pub fn mark_read(&self, room: &str, seq: Seq) -> Result<(), ClientError> {
         inside_runtime()?;
         self.client.mark_read(room, seq)
     }
 
+    /// Sets (or, with `None`, clears) our display name, for everyone at once.
     pub fn set_display_name(&self, name: Option<&str>) -> Result<Option<String>, ClientError> {
         self.block(self.client.set_display_name(name))?
     }
 
+    /// Who the session belongs to, from the server (`GET /api/me`).
     pub fn me(&self) -> Result<Me, ClientError> {
         self.block(self.client.me())?
     }
 
     /// The next event, waiting at most `timeout`; `None` when none came in time or the
-    /// client is gone.
+    /// client is gone. Events are kept from the moment the client was made; a program that
+    /// reads none for a long time gets [`Event::Lagged`] and fetches what it missed with
+    /// [`SyncClient::history`].
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
         let mut events = self.events.lock().expect("events lock");
         self.block(async { tokio::time::timeout(timeout, events.recv()).await.ok().flatten() })

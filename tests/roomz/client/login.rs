@@ -167,3 +167,73 @@ async fn removing_the_address_ends_the_client() {
     assert_eq!(reason, ClientError::AccessRevoked);
     assert_eq!(client.rooms().await, Err(ClientError::AccessRevoked));
 }
+
+#[tokio::test]
+async fn the_bare_token_logs_in_as_well_as_the_link() {
+    let server = TestServer::start().await;
+    let link = server.fresh_link(ALICE).await;
+    let token = roomz::protocol::text::token_from_paste(&link).unwrap().to_owned();
+    assert!(!token.contains('/'), "{token}");
+    let client = builder(&server.base_url()).session_token(format!("  {token}\n")).build().unwrap();
+    client.connect().await.unwrap();
+    assert_eq!(client.me().await.unwrap().email, ALICE);
+}
+
+#[tokio::test]
+async fn a_cached_session_of_a_removed_address_is_a_clear_error_and_is_forgotten() {
+    let server = TestServer::start().await;
+    let cache = server.dir.path().join("session.json");
+    let first = builder(&server.base_url())
+        .session_token(server.fresh_link(ALICE).await)
+        .session_cache_file(&cache)
+        .build()
+        .unwrap();
+    first.connect().await.unwrap();
+    first.close().await;
+    assert!(cache.exists());
+    server.handle.set_allowed_emails(vec![BOB.to_owned()]);
+
+    let next_start = builder(&server.base_url()).session_cache_file(&cache).build().unwrap();
+    let error = next_start.connect().await.unwrap_err();
+    assert_eq!(error, ClientError::AccessRevoked);
+    assert!(error.to_string().contains("request a new link"), "{error}");
+    assert!(!cache.exists(), "a refused session is removed from the cache");
+    assert_eq!(next_start.state(), ConnectionState::Idle, "no reconnect loop");
+}
+
+#[tokio::test]
+async fn the_display_name_comes_from_the_environment_before_the_config_file() {
+    let server = TestServer::start().await;
+    let home = server.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".roomz")).unwrap();
+    std::fs::write(home.join(".roomz/config.toml"), "[client]\ndisplay_name = \"From The File\"\n")
+        .unwrap();
+    let run = |name_from_env: Option<&'static str>, token: String| {
+        let mut command = Command::new(example("send"));
+        command
+            .args([server.base_url().as_str(), "general", "hello"])
+            .env_clear()
+            .env("HOME", &home)
+            .env("ROOMZ_SESSION_FILE", home.join("session.json"))
+            .env("ROOMZ_TOKEN", token);
+        if let Some(name) = name_from_env {
+            command.env(roomz::client::DISPLAY_NAME_VAR, name);
+        }
+        command
+    };
+    let name_of = async |email: &str| {
+        let bob = server.client(BOB).await;
+        let members = bob.members("general").await.unwrap();
+        members.into_iter().find(|m| m.email == email).and_then(|m| m.name)
+    };
+
+    let mut from_file = run(None, server.fresh_link(ALICE).await);
+    let out = tokio::task::spawn_blocking(move || from_file.output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(name_of(ALICE).await.as_deref(), Some("From The File"));
+
+    let mut from_env = run(Some("From The Environment"), server.fresh_link(ALICE).await);
+    let out = tokio::task::spawn_blocking(move || from_env.output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(name_of(ALICE).await.as_deref(), Some("From The Environment"));
+}
