@@ -61,9 +61,10 @@ impl Editor {
         text
     }
 
-    /// Types one character.
+    /// Types one character. Control and bidi characters are dropped: the draft is drawn as
+    /// typed, and what it sends is text like anyone's.
     pub fn insert(&mut self, c: char) {
-        if c.is_control() && c != '\n' {
+        if c != '\n' && crate::protocol::text::is_unsafe_char(c) {
             return;
         }
         self.text.insert(self.cursor, c);
@@ -281,6 +282,12 @@ mod tests {
             editor.insert(c);
         }
         editor
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_not_typed() {
+        let e = typed("a\u{202e}b\u{2066}c\u{1b}d\u{9b}e\nf");
+        assert_eq!(e.text(), "abcde\nf");
     }
 
     #[test]

@@ -39,5 +39,10 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > ROTATE_OVER) {
         let _ = std::fs::rename(path, path.with_extension("log.1"));
     }
-    OpenOptions::new().create(true).append(true).open(path)
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    // The log names addresses and rooms: for its owner's eyes only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }

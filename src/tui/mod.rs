@@ -58,6 +58,7 @@ pub enum ChatError {
 
 /// Runs the chat until the user quits.
 pub async fn run(options: ChatOptions) -> Result<(), ChatError> {
+    let log = logging::init();
     let config_file = options.config_file.or_else(config::default_path);
     let section = match &config_file {
         Some(path) => config::load(path)?,
@@ -76,16 +77,22 @@ pub async fn run(options: ChatOptions) -> Result<(), ChatError> {
         builder = builder.config_file(path);
     }
     let client = builder.build()?;
-    let log = logging::init();
     tracing::info!(server = %client.server_url(), log = ?log, "chat: starting");
 
     let shown = client.server_url().as_str().trim_end_matches('/').to_owned();
     let mut state = State::new(shown, settings, Zone::Local);
     let mut guard = terminal::Guard::enter()?;
     let result = App::new(client.clone()).run(&mut guard, &mut state).await;
-    // Unsent messages get a moment to go out; quitting is not held up for long.
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+    // The terminal is the user's again at once; unsent messages get a moment to go out.
     drop(guard);
+    let unsent = client.outbox_len();
+    if unsent > 0 {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("roomz: sending {unsent} unsent message(s) before leaving...");
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
     result
 }
 
@@ -227,7 +234,8 @@ impl App {
             Effect::Members(room) => {
                 tokio::spawn(async move {
                     let result = client.members(&room).await;
-                    report(Event::Members { room, result });
+                    let at = chrono::Utc::now().timestamp_millis();
+                    report(Event::Members { room, result, at });
                 });
             }
             Effect::History { room, before } => {

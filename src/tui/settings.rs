@@ -1,6 +1,7 @@
 //! What users can set for `roomz chat` in the `[chat]` section of `~/.roomz/config.toml`:
 //! the time format, the bell, and colours. Every value is checked when the file is read, so
-//! a typo is an error that names the key, never a surprise later.
+//! a bad value is an error that names the key, never a surprise later. A key roomz does not
+//! know is ignored (a newer file still works with an older roomz) and named in the log.
 
 use std::path::Path;
 
@@ -20,6 +21,9 @@ struct ChatSection {
     accent: Option<String>,
     mention: Option<String>,
     muted: Option<String>,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +102,9 @@ impl Settings {
         let file: File =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
         let chat = file.chat;
+        for key in chat.unknown.keys() {
+            tracing::warn!(key, "chat: [chat] has no such setting; it is ignored");
+        }
         let mut settings = Self::default();
         if let Some(format) = chat.time_format {
             if StrftimeItems::new(&format).parse().is_err() || format.chars().any(char::is_control)

@@ -3,10 +3,11 @@
 
 use std::time::Instant;
 
+use super::login::login_advice;
 use super::{Effect, seen, short, start_over, switch};
 use crate::client::{ClientError, ConnectionState, Event as ClientEvent, HistoryPage, Sent};
 use crate::protocol::text::DEFAULT_ROOM;
-use crate::protocol::{Member, Message, RoomSummary};
+use crate::protocol::{Member, Message, Millis, RoomSummary};
 use crate::tui::render::mentions;
 use crate::tui::scroll;
 use crate::tui::state::{Link, Room, Screen, Scroll, State};
@@ -24,11 +25,10 @@ pub(super) fn client_event(
                 state.link = Link::Reconnecting { attempt, at: now + delay };
             }
             ConnectionState::GaveUp { error } => {
-                let reason = error.to_string();
                 if error.needs_login() {
-                    start_over(state, format!("{}. Log in with a new link.", capitalise(&reason)));
+                    start_over(state, login_advice(&error));
                 } else {
-                    state.link = Link::Offline { reason };
+                    state.link = Link::Offline { reason: error.to_string() };
                 }
             }
             ConnectionState::Idle | ConnectionState::Closed => {}
@@ -84,11 +84,6 @@ pub(super) fn client_event(
             }
         }
     }
-}
-
-pub(super) fn capitalise(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 pub(super) fn welcome(
@@ -199,6 +194,7 @@ pub(super) fn members(
     state: &mut State,
     room: &str,
     result: Result<Vec<Member>, ClientError>,
+    at: Millis,
     now: Instant,
 ) {
     let members = match result {
@@ -224,9 +220,8 @@ pub(super) fn members(
         n => format!("{n} members"),
     };
     let text = format!("{count} in {room}, {online} online: {}", list.join(", "));
-    let ts = chrono::Utc::now().timestamp_millis();
     if let Some(room) = state.room_named(room) {
-        room.log.notice(text, ts);
+        room.log.notice(text, at);
     }
 }
 

@@ -16,7 +16,7 @@ use super::scroll::{self, Moved};
 use super::state::{Link, QUIT_WINDOW, Screen, Scroll, State, Unsent};
 use crate::client::{ClientError, Event as ClientEvent, HistoryPage, Sent};
 use crate::protocol::text::{DEFAULT_ROOM, canonical_room};
-use crate::protocol::{Member, RoomSummary, Seq};
+use crate::protocol::{Member, Millis, RoomSummary, Seq};
 
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,8 @@ pub enum Event {
     Members {
         room: String,
         result: Result<Vec<Member>, ClientError>,
+        /// When the answer came (milliseconds since the Unix epoch), for its notice.
+        at: Millis,
     },
     History {
         room: String,
@@ -121,7 +123,10 @@ pub fn update(state: &mut State, event: Event, now: Instant) -> Vec<Effect> {
         Event::Sent { local, result } => sent(state, local, result, now),
         Event::Joined(result) => match result {
             Ok(summary) => joined(state, &summary, &mut effects),
-            Err(error) => state.say(format!("cannot join: {}", short(&error)), true, now),
+            Err(error) => {
+                state.joining = None;
+                state.say(format!("cannot join: {}", short(&error)), true, now);
+            }
         },
         Event::Left { room, result } => match result {
             Ok(()) => state.remove_room(&room),
@@ -134,7 +139,7 @@ pub fn update(state: &mut State, event: Event, now: Instant) -> Vec<Effect> {
             }
             Err(error) => state.say(format!("name not changed: {}", short(&error)), true, now),
         },
-        Event::Members { room, result } => members(state, &room, result, now),
+        Event::Members { room, result, at } => members(state, &room, result, at, now),
         Event::History { room, result } => history(state, &room, result, now),
         Event::Rooms(result) => match result {
             Ok(rooms) => {
@@ -325,7 +330,15 @@ fn run_command(state: &mut State, command: Command, now: Instant, effects: &mut 
         Command::Who => effects.push(Effect::Members(room)),
         Command::Me(action) => send(state, format!("{ACTION_PREFIX}{action}"), effects),
         Command::Help => state.help = true,
-        Command::Logout => effects.push(Effect::Logout),
+        Command::Logout => {
+            // Unsent messages get their chance first, which can take a moment.
+            let text = match state.unsent.len() {
+                0 => "logging out...".to_owned(),
+                n => format!("logging out: sending {n} unsent first..."),
+            };
+            state.say(text, false, now);
+            effects.push(Effect::Logout);
+        }
         Command::Quit => {
             state.quit = true;
             effects.push(Effect::Quit);

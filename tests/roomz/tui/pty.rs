@@ -145,12 +145,16 @@ async fn log_in_chat_quit_come_back_and_log_out() {
     chat.shows("● connected").await;
     let session = home.join(".roomz/session.json");
     assert!(session.exists(), "the session is cached");
+    let log = home.join(".cache/roomz/chat.log");
+    assert!(log.exists(), "the log goes to a file");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&session).unwrap().permissions().mode() & 0o777, 0o600);
+        let mode =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&session), 0o600);
+        assert_eq!(mode(&log), 0o600, "the log is private too");
     }
-    assert!(home.join(".cache/roomz/chat.log").exists(), "the log goes to a file");
 
     // A message typed here reaches another client; one from there shows here.
     let bob = builder(&server.url("")).session_token(server.login_link(BOB).await).build().unwrap();
@@ -236,5 +240,20 @@ async fn the_flag_beats_the_variable_beats_the_config_file() {
         );
         chat.type_keys("\u{3}\u{3}");
         chat.exit_code().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_gives_the_terminal_back() {
+    let home = tempfile::tempdir().unwrap();
+    for signal in ["TERM", "HUP"] {
+        let mut chat = Chat::spawn(&["--server", "http://127.0.0.1:9"], &[], home.path());
+        chat.shows("Email:").await;
+        let pid = chat.child.process_id().expect("the chat runs").to_string();
+        let killed =
+            std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+        assert!(killed.unwrap().success());
+        assert_eq!(chat.exit_code().await, 0, "SIG{signal} is a normal way out");
+        assert_restored(&chat);
     }
 }

@@ -12,7 +12,7 @@ use roomz::tui::update::{Event, update};
 use roomz::tui::view;
 use unicode_width::UnicodeWidthStr;
 
-use super::support::{ME, connected, message, room, state};
+use super::support::{ME, T0, connected, message, room, state};
 
 /// Draws the state at `width` x `height` and returns the screen as text, one quoted row
 /// per line. A wide character's second cell must be left blank: anything else there would
@@ -148,6 +148,23 @@ fn main_screen() {
 }
 
 #[test]
+fn days_are_separated_and_new_messages_marked() {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let (mut s, _) = connected(&[room("general", 4, 2)]);
+    let mut history = [
+        message("general", 1, "bob@example.com", "last thing on Thursday"),
+        message("general", 2, ME, "see you tomorrow"),
+        message("general", 3, "bob@example.com", "first thing on Friday"),
+        message("general", 4, "carol@example.com", "and on Saturday"),
+    ];
+    history[2].ts += DAY;
+    history[3].ts += 2 * DAY;
+    let page = roomz::client::HistoryPage { messages: history.to_vec(), more: false };
+    update(&mut s, Event::History { room: "general".into(), result: Ok(page) }, Instant::now());
+    insta::assert_snapshot!("days", screen(&mut s, 70, 12, Instant::now()));
+}
+
+#[test]
 fn narrow_and_tiny_terminals() {
     let mut s = busy();
     insta::assert_snapshot!("narrow", screen(&mut s, 40, 14, Instant::now()));
@@ -234,7 +251,7 @@ fn hostile_text_never_reaches_the_terminal() {
         name: Some("Who\u{1b}]8;;http://x\u{7}ami\u{2067}".into()),
         online: true,
     }];
-    let answer = Event::Members { room: "general".into(), result: Ok(members) };
+    let answer = Event::Members { room: "general".into(), result: Ok(members), at: T0 };
     update(&mut s, answer, Instant::now());
     s.say("notice \u{1b}[5mblink\u{9b}", true, Instant::now());
     let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();

@@ -8,7 +8,7 @@ use roomz::protocol::ErrorCode;
 use roomz::tui::state::{Link, LoginStep, Screen, Scroll};
 use roomz::tui::update::{Effect, Event, update};
 
-use super::support::{ME, alt, connected, ctrl, key, message, room, state, type_text};
+use super::support::{ME, T0, alt, connected, ctrl, key, message, room, state, type_text};
 
 #[test]
 fn the_login_journey() {
@@ -115,10 +115,7 @@ fn an_expired_session_goes_back_to_the_login() {
     let gave_up = ConnectionState::GaveUp { error: ClientError::SessionExpired };
     update(&mut s, Event::Client(ClientEvent::Connection(gave_up)), Instant::now());
     let Screen::Login(login) = &s.screen else { panic!("{:?}", s.screen) };
-    assert_eq!(
-        login.error.as_deref(),
-        Some("Session expired: request a new link. Log in with a new link.")
-    );
+    assert_eq!(login.error.as_deref(), Some("Your session expired. Log in with a new link."));
 }
 
 #[test]
@@ -490,7 +487,7 @@ fn who_lists_the_members_with_who_is_online() {
         roomz::protocol::Member { email: ME.into(), name: Some("Alice".into()), online: true },
         roomz::protocol::Member { email: "carol@example.com".into(), name: None, online: false },
     ];
-    let answer = Event::Members { room: "general".into(), result: Ok(members) };
+    let answer = Event::Members { room: "general".into(), result: Ok(members), at: T0 };
     update(&mut s, answer, Instant::now());
     let notice = s.rooms[0].log.entries.values().last().map(|e| match e {
         roomz::tui::state::Entry::Notice { text, .. } => text.clone(),
