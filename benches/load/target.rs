@@ -47,7 +47,19 @@ impl Target {
         let mut env = std::fs::File::create(dir.path().join(".env")).expect(".env");
         let emails: Vec<String> = (0..users).map(email).collect();
         writeln!(env, "ALLOWED_EMAILS={}", emails.join(",")).expect("write .env");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roomz"));
+        // LOAD_WRAP runs the server under a profiler, named by its full path (the server's
+        // environment is cleared), for example
+        // LOAD_WRAP="/usr/bin/valgrind --tool=massif --massif-out-file=/tmp/roomz.massif".
+        let wrap = std::env::var("LOAD_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(env!("CARGO_BIN_EXE_roomz"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_roomz")),
+        };
         command
             .arg("serve")
             .current_dir(dir.path())
@@ -139,7 +151,18 @@ impl Target {
 }
 
 impl Drop for Target {
+    /// Stops the server the way an operator would (SIGTERM, so a profiler it runs under
+    /// writes its report), and kills it if it does not end in time.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

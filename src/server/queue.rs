@@ -120,6 +120,16 @@ impl<T: Weigh> Receiver<T> {
     }
 }
 
+impl<T> Receiver<T> {
+    /// Gives back the memory of an empty queue (it grew for a burst).
+    pub fn shrink(&mut self) {
+        let mut state = self.0.lock();
+        if state.items.is_empty() {
+            state.items = VecDeque::new();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::frames::Connection;
@@ -28,8 +30,9 @@ use crate::protocol::http::WS_PATH;
 /// connection. Below it, frames over `limits.max_frame_bytes` get an error and the
 /// connection stays.
 const TRANSPORT_MAX_MESSAGE: usize = 1 << 20;
-/// The read buffer: small, because most connections are idle most of the time.
-const READ_BUFFER: usize = 4 * 1024;
+/// The read buffer: small, because most connections are idle most of the time (it grows
+/// for a larger frame). Clients send little; a busy one costs a few more reads.
+const READ_BUFFER: usize = 1024;
 /// How much is gathered before a write: a batch of deliveries goes out in one `write`.
 /// The buffer grows only when a connection is busy.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -66,10 +69,13 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(TRANSPORT_MAX_MESSAGE)
         .max_frame_size(TRANSPORT_MAX_MESSAGE);
-    Ok(ws.on_upgrade(move |socket| async move {
-        // Counted until the connection ends, so shutdown can wait for it.
-        let _running = state.tasks.token();
-        run(state, socket, session, remote).await;
+    Ok(ws.on_upgrade(move |socket| {
+        // The connection gets a task of its own that holds only its reader loop; axum's
+        // upgrade task, which also holds what the upgrade took, ends here. The task is
+        // tracked, so shutdown can wait for it.
+        let reading = run(state.clone(), socket, session, remote);
+        state.tasks.spawn(reading);
+        std::future::ready(())
     }))
 }
 
@@ -91,8 +97,16 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     ))
 }
 
-async fn run(state: AppState, socket: WebSocket, session: Session, remote: SocketAddr) {
-    let (sink, mut stream) = socket.split();
+/// Sets a connection up and returns its reader loop. Nothing here is awaited, so none of it
+/// (the socket before it is split, the writer before it is spawned) takes room in the
+/// future every open connection keeps.
+fn run(
+    state: AppState,
+    socket: WebSocket,
+    session: Session,
+    remote: SocketAddr,
+) -> impl Future<Output = ()> {
+    let (sink, stream) = socket.split();
     let (conn, queue) = state.hub.connection(session.email.clone());
     tracing::info!(conn = conn.id, email = %conn.email, %remote, "ws: connected");
 
@@ -103,12 +117,25 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
         shutdown: state.shutdown.clone(),
         conn_id: conn.id,
     };
-    let mut writer = tokio::spawn(writer.run(queue));
-    let mut writer_done = false;
-    let signal = conn.signal();
+    let writer = tokio::spawn(writer.run(queue));
     let expires_in = Duration::from_millis(
         u64::try_from(session.expires_at - state.clock.now_ms()).unwrap_or(0),
     );
+    let connection = Connection::new(state.clone(), conn, session);
+    read(state, stream, writer, connection, expires_in)
+}
+
+/// The reader loop of one connection: frames in, handled one at a time, until the
+/// connection ends for any reason; then it is unregistered and its writer waited for.
+async fn read(
+    state: AppState,
+    mut stream: SplitStream<WebSocket>,
+    mut writer: JoinHandle<&'static str>,
+    mut connection: Connection,
+    expires_in: Duration,
+) {
+    let mut writer_done = false;
+    let signal = connection.conn().signal();
     let expiry = tokio::time::sleep(expires_in);
     tokio::pin!(expiry);
     // Every future of the loop is made once, outside it: the loop turns on every frame.
@@ -120,7 +147,6 @@ async fn run(state: AppState, socket: WebSocket, session: Session, remote: Socke
     let mut last_frame = Instant::now();
     let silence = tokio::time::sleep_until(last_frame + HELLO_TIMEOUT);
     tokio::pin!(silence);
-    let mut connection = Connection::new(state.clone(), conn, session);
 
     let ended = loop {
         let next = tokio::select! {

@@ -78,7 +78,8 @@ impl Writer {
     /// Returns how the connection ended, for the log.
     pub async fn run(mut self, mut queue: queue::Receiver<Outbound>) -> &'static str {
         let mut cursors = Cursors::default();
-        let mut items = Vec::with_capacity(WRITE_BATCH);
+        // Grows with the batches a busy connection gets; given back at each ping.
+        let mut items = Vec::new();
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.reset();
         let signal = self.signal.clone();
@@ -101,8 +102,10 @@ impl Writer {
                     if received == 0 {
                         break self.shutdown.is_cancelled().then_some(CloseReason::ShuttingDown);
                     }
+                    // Boxed: the state of a write, its timers and the store paths, lives only
+                    // while a batch goes out, not in every idle connection's writer.
                     let written = tokio::select! {
-                        written = self.write(&mut cursors, items.drain(..)) => written,
+                        written = Box::pin(self.write(&mut cursors, items.drain(..))) => written,
                         () = &mut closed => break signal.reason(),
                         () = &mut drain_deadline => break Some(CloseReason::ShuttingDown),
                     };
@@ -116,13 +119,18 @@ impl Writer {
                     }
                 }
                 _ = ping.tick() => {
-                    if self.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    // Every ping, what a burst made the queue and the batch grow is given
+                    // back: most connections are idle most of the time.
+                    items = Vec::new();
+                    queue.shrink();
+                    // Boxed, like every rare path: its timers need no room in idle writers.
+                    if Box::pin(self.send(WsMessage::Ping(Default::default()))).await.is_err() {
                         return "the client stopped taking data";
                     }
                 }
             }
         };
-        self.say_goodbye(farewell).await;
+        Box::pin(self.say_goodbye(farewell)).await;
         match farewell {
             Some(CloseReason::StoreUnavailable) => "the store could not be read",
             Some(_) => "closed by the server",
