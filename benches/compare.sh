@@ -44,8 +44,16 @@ echo
 echo '### roomz alone'
 echo
 echo '```'
-cargo bench --bench load -- ingest 2>/dev/null | grep '^roomz'
+# Acknowledged messages: at the goal's latency (few in flight), then flat out.
+cargo bench --bench load -- ingest --window 4 2>/dev/null | grep '^roomz'
+cargo bench --bench load -- ingest --window 64 2>/dev/null | grep '^roomz'
+cargo bench --bench load -- disk 2>/dev/null | grep '^disk'
 cargo bench --bench load -- history 2>/dev/null | grep '^roomz'
 cargo bench --bench load -- storm 2>/dev/null | grep '^roomz'
-cargo bench --bench tui 2>/dev/null | grep -v '^$' | grep -v 'Running\|Finished'
+# As many idle connections as one process may open here (the open-file limit), at most
+# the goal's 100,000.
+idle=$(( $(ulimit -n) - 1000 ))
+(( idle > 100000 )) && idle=100000
+cargo bench --bench load -- idle --clients "$idle" 2>/dev/null | grep '^roomz'
+cargo bench --bench tui 2>/dev/null | grep -v '^$'
 echo '```'

@@ -20,6 +20,8 @@ use roomz::tui::state::{Key, Scroll, State, Zone};
 use roomz::tui::update::{Event, update};
 use roomz::tui::view;
 
+const PARAGRAPH: &str =
+    "a line of chat long enough to wrap on a terminal of the usual width, with some 日本語 too; ";
 const WIDTH: u16 = 120;
 const HEIGHT: u16 = 40;
 
@@ -44,7 +46,9 @@ fn state_with(messages: u64) -> State {
             id: format!("m{seq}"),
             author: format!("user{}@example.com", seq % 37),
             name: (seq % 3 == 0).then(|| format!("User {}", seq % 37)),
-            text: format!("message {seq}: a line of chat long enough to wrap at least once on a terminal of the usual width, with some 日本語 too"),
+            // Five lines or so each: even 10 messages fill the screen, so every room size
+            // draws the same amount and only the size of the room differs.
+            text: format!("message {seq}: {}", PARAGRAPH.repeat(5)),
             ts: 1_796_290_860_000 + seq as i64 * 7_000,
         });
     }

@@ -83,6 +83,12 @@ enum Workload {
         #[arg(long, default_value_t = 100)]
         backlog: usize,
     },
+    /// The disk under the store: 4 KiB overwrites of a file in the temporary folder, each
+    /// followed by fdatasync, as a SQLite commit in WAL mode does.
+    Disk {
+        #[arg(long, default_value_t = 3_000)]
+        writes: usize,
+    },
     /// The table of docs/performance.md: roomz and InspIRCd side by side, then the rest.
     Compare {
         #[arg(long, default_value_t = 10)]
@@ -91,8 +97,13 @@ enum Workload {
 }
 
 /// The fan-out rows of the comparison: clients, rooms, deliveries per second.
-const ROWS: [(usize, usize, f64); 4] =
-    [(100, 1, 396_000.0), (100, 1, 792_000.0), (1_000, 100, 100_000.0), (10_000, 1_000, 9_000.0)];
+const ROWS: [(usize, usize, f64); 5] = [
+    (100, 1, 396_000.0),
+    (100, 1, 792_000.0),
+    (1_000, 100, 100_000.0),
+    (1_000, 10, 100_000.0),
+    (10_000, 1_000, 9_000.0),
+];
 
 #[tokio::main]
 async fn main() {
@@ -125,7 +136,7 @@ async fn main() {
         }
         Workload::History { messages, requests } => {
             let fill = move |path: &std::path::Path| others::fill_history(path, messages);
-            let target = Target::roomz(1, Some(&fill)).await;
+            let target = Target::roomz(others::HISTORY_READERS, Some(&fill)).await;
             let latencies = others::history(&target, messages, requests).await;
             println!("{}", history_line(messages, &latencies));
         }
@@ -133,6 +144,15 @@ async fn main() {
             let target = Target::roomz(clients + 1, None).await;
             let took = others::storm(&target, clients, rooms, backlog).await;
             println!("{}", storm_line(clients, rooms, backlog, took));
+        }
+        Workload::Disk { writes } => {
+            let latencies = tokio::task::spawn_blocking(move || others::disk(writes))
+                .await
+                .expect("the disk probe ran");
+            println!(
+                "disk: {writes} writes of 4 KiB, each made durable with fdatasync: latency p50/p99/p99.9/max {} ms",
+                latencies.summary()
+            );
         }
         Workload::Compare { seconds } => compare(seconds).await,
     }
@@ -227,7 +247,8 @@ async fn compare(seconds: u64) {
     for (clients, rooms, deliveries) in ROWS {
         let spec = spec(clients, rooms, deliveries, seconds, 3);
         let mut cells = vec![format!(
-            "{clients} clients, {rooms} room(s), {:.0}k deliveries/s",
+            "{clients} clients in rooms of {}, {:.0}k deliveries/s",
+            clients / rooms,
             deliveries / 1000.0
         )];
         for server in [Server::Roomz, Server::Inspircd] {

@@ -180,10 +180,15 @@ pub async fn ingest(
     (all.len() as f64 / elapsed, Latencies::new(all))
 }
 
+/// Members of the history room who take turns asking: the server limits each user's
+/// requests (a burst of 60, then 20 a second), and one reader would measure that limit.
+pub const HISTORY_READERS: usize = 50;
+
 /// History: pages of 50 from a room of `messages` messages (filled before the server
 /// started), one request at a time, from the newest page and from random depths.
 pub async fn history(target: &Target, messages: u64, requests: usize) -> Latencies {
-    let (mut frames, mut writer) = greeted(target, 0, "").await.expect("connected");
+    let readers = many(HISTORY_READERS, |i| greeted(target, i, "")).await;
+    let mut readers: Vec<Connection> = readers.into_iter().map(|r| r.expect("connected")).collect();
     let mut latencies = Vec::with_capacity(requests);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for req in 0..requests {
@@ -198,8 +203,9 @@ pub async fn history(target: &Target, messages: u64, requests: usize) -> Latenci
         };
         let json =
             format!(r#"{{"type":"history","req":{req},"room":"history","limit":50{before}}}"#);
+        let (frames, writer) = &mut readers[req % HISTORY_READERS];
         let started = Instant::now();
-        send_frame(&mut writer, &json).await.expect("send");
+        send_frame(writer, &json).await.expect("send");
         loop {
             match frames.next().await.expect("answer") {
                 Frame::Text(text) if text.starts_with(br#"{"type":"history""#) => break,
@@ -216,16 +222,25 @@ pub async fn history(target: &Target, messages: u64, requests: usize) -> Latenci
 }
 
 /// Fills a fresh database with one room of `messages` messages (run before the server
-/// starts on it).
+/// starts on it). It runs on a thread of its own: the caller is inside the async runtime.
 pub fn fill_history(path: &std::path::Path, messages: u64) {
+    std::thread::scope(|scope| {
+        scope.spawn(|| fill_history_now(path, messages)).join().expect("the fill finished");
+    });
+}
+
+fn fill_history_now(path: &std::path::Path, messages: u64) {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         use roomz::server::store::Store;
         let store = roomz::server::store::sqlite::SqliteStore::open(path).await.expect("open");
         let now = chrono::Utc::now().timestamp_millis();
-        store.ensure_user(&crate::target::email(0), now).await.expect("user");
-        store.join_room(&crate::target::email(0), "history", now).await.expect("room");
+        for reader in 0..HISTORY_READERS {
+            let email = crate::target::email(reader);
+            store.ensure_user(&email, now).await.expect("user");
+            store.join_room(&email, "history", now).await.expect("room");
+        }
         let pool = store.pool();
         sqlx::query(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
@@ -269,11 +284,9 @@ pub async fn storm(target: &Target, clients: usize, rooms: usize, backlog: usize
     .await;
     assert!(joined.iter().all(Result::is_ok), "clients could not join");
     // Everyone is gone now (the connections above were dropped). Post the backlog.
-    let (_, mut poster) = greeted(target, clients, "").await.expect("poster");
+    let (mut answers, mut poster) = greeted(target, clients, "").await.expect("poster");
     for room in 0..rooms {
-        send_frame(&mut poster, &format!(r#"{{"type":"join","room":"storm{room}"}}"#))
-            .await
-            .expect("join");
+        join_within_the_request_rate(&mut answers, &mut poster, &format!("storm{room}")).await;
         let mut out = Vec::new();
         for k in 0..backlog {
             let json = format!(
@@ -296,6 +309,26 @@ pub async fn storm(target: &Target, clients: usize, rooms: usize, backlog: usize
     let failed = back.iter().filter(|r| r.is_err()).count();
     assert_eq!(failed, 0, "{failed} clients did not catch up");
     started.elapsed()
+}
+
+/// Joins a room, waiting and asking again while the server's request rate says so.
+async fn join_within_the_request_rate(
+    answers: &mut FrameReader,
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    room: &str,
+) {
+    loop {
+        send_frame(writer, &format!(r#"{{"type":"join","room":"{room}"}}"#)).await.expect("join");
+        loop {
+            match answers.next().await.expect("an answer to join") {
+                Frame::Text(text) if text.starts_with(br#"{"type":"joined""#) => return,
+                Frame::Text(text) if text.starts_with(br#"{"type":"error""#) => break,
+                Frame::Ping => writer.write_all(&wire::PONG).await.expect("pong"),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Says hello with `since` and returns once `synced` came after `expected` messages.
@@ -328,4 +361,27 @@ async fn greeted_counting(
             _ => {}
         }
     }
+}
+
+/// The disk's durable-write latency: `writes` overwrites of 4 KiB in a preallocated file,
+/// each followed by fdatasync and a millisecond's pause (a commit at a time, as at a low
+/// message rate). This is the floor under every acknowledged message.
+pub fn disk(writes: usize) -> Latencies {
+    use std::io::{Seek, SeekFrom, Write};
+    const SPAN: u64 = 4 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut file = std::fs::File::create(dir.path().join("probe.wal")).expect("probe file");
+    file.write_all(&vec![0u8; SPAN as usize]).expect("preallocate");
+    file.sync_all().expect("sync");
+    let page = [7u8; 4096];
+    let mut latencies = Vec::with_capacity(writes);
+    for i in 0..writes as u64 {
+        file.seek(SeekFrom::Start((i * 4096) % SPAN)).expect("seek");
+        let started = Instant::now();
+        file.write_all(&page).expect("write");
+        file.sync_data().expect("fdatasync");
+        latencies.push(started.elapsed().as_micros() as u32);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Latencies::new(latencies)
 }
