@@ -913,7 +913,7 @@ fn with_req(frame: ClientFrame, req: u64) -> ClientFrame {
         ClientFrame::Rooms { .. } => ClientFrame::Rooms { req },
         ClientFrame::Join { room, .. } => ClientFrame::Join { req, room },
         ClientFrame::Leave { room, .. } => ClientFrame::Leave { req, room },
-        ClientFrame::Members { room, .. } => ClientFrame::Members { req, room },
+        ClientFrame::Members { room, after, .. } => ClientFrame::Members { req, room, after },
         ClientFrame::SetName { name, .. } => ClientFrame::SetName { req, name },
         ClientFrame::Ping { .. } => ClientFrame::Ping { req },
         other => other,

@@ -453,9 +453,21 @@ impl AsyncClient {
 
     /// The members of a room and whether each is online.
     pub async fn members(&self, room: &str) -> Result<Vec<Member>, ClientError> {
-        match self.request(ClientFrame::Members { req: None, room: room.to_owned() }).await? {
-            ServerFrame::Members { members, .. } => Ok(members),
-            other => Err(unexpected(&other)),
+        let mut all: Vec<Member> = Vec::new();
+        // The server answers a page at a time; a large room takes several.
+        loop {
+            let after = all.last().map(|m| m.email.clone());
+            let frame = ClientFrame::Members { req: None, room: room.to_owned(), after };
+            match self.request(frame).await? {
+                ServerFrame::Members { members, more, .. } => {
+                    let progressed = !members.is_empty();
+                    all.extend(members);
+                    if !more || !progressed {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
         }
     }
 

@@ -64,11 +64,14 @@ pub enum ClientFrame {
         req: Option<u64>,
         room: String,
     },
-    /// The members of a room and whether each is online.
+    /// The members of a room and whether each is online, a page of at most
+    /// [`MEMBERS_PAGE_MAX`] at a time, by email: the first page, or the page after `after`.
     Members {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
         room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// Everything up to `seq` in `room` has been read. Markers only move forward.
     MarkRead { room: String, seq: Seq },
@@ -134,12 +137,15 @@ pub enum ServerFrame {
     MemberJoined { room: String, member: Member },
     /// Someone else left one of your rooms.
     MemberLeft { room: String, email: String },
-    /// The members of a room.
+    /// A page of the members of a room, by email; `more` says a next page exists (ask
+    /// with `after` = the last email of this one).
     Members {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
         room: String,
         members: Vec<Member>,
+        #[serde(default)]
+        more: bool,
     },
     /// A member of a room came online or went offline. Sent for rooms with at most
     /// [`PRESENCE_PUSH_MAX`] members online; in larger rooms ask with `members`.
@@ -274,6 +280,9 @@ pub enum ErrorCode {
 
 /// In rooms with more online members than this, presence changes are not pushed.
 pub const PRESENCE_PUSH_MAX: usize = 200;
+
+/// Most members in one `members` answer (about 100 KB of JSON).
+pub const MEMBERS_PAGE_MAX: u32 = 1000;
 
 /// WebSocket close codes the server uses (besides the standard ones).
 pub mod close_code {

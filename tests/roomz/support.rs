@@ -185,6 +185,11 @@ impl Stopped {
     pub async fn start(self) -> TestServer {
         TestServer::boot(self.dir, self.clock, self.vars).await
     }
+
+    /// Its SQLite file, to fill while it is stopped.
+    pub fn database(&self) -> std::path::PathBuf {
+        self.dir.path().join("roomz.db")
+    }
 }
 
 fn link_of(line: &str) -> String {

@@ -98,8 +98,14 @@ pub trait Store: Send + Sync + 'static {
     /// Leaves a room. False when the user was not a member.
     async fn leave_room(&self, email: &str, room: &str) -> StoreResult<bool>;
 
-    /// The members of a room with their display names, by email.
-    async fn members(&self, room: &str) -> StoreResult<Vec<(String, Option<String>)>>;
+    /// Up to `limit` members of a room with their display names, by email, after the
+    /// email `after` when given.
+    async fn members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, Option<String>)>>;
 
     /// Moves a read marker forward to `seq` (capped at the newest message). Returns the new
     /// marker when it moved.

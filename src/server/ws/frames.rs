@@ -11,7 +11,8 @@ use crate::protocol::text::{
     DEFAULT_ROOM, canonical_display_name, canonical_room, sanitize_message,
 };
 use crate::protocol::{
-    ClientFrame, ErrorCode, ErrorFrame, Member, PROTOCOL_VERSION, Seq, ServerFrame,
+    ClientFrame, ErrorCode, ErrorFrame, MEMBERS_PAGE_MAX, Member, PROTOCOL_VERSION, Seq,
+    ServerFrame,
 };
 use crate::server::auth::session::Session;
 use crate::server::committer::Pending;
@@ -191,7 +192,9 @@ impl Connection {
             }
             ClientFrame::Join { req, room } => self.join(req, &room).await,
             ClientFrame::Leave { req, room } => self.leave(req, &room).await,
-            ClientFrame::Members { req, room } => self.members(req, &room).await,
+            ClientFrame::Members { req, room, after } => {
+                self.members(req, &room, after.as_deref()).await
+            }
             ClientFrame::MarkRead { room, seq } => self.mark_read(&room, seq).await,
             ClientFrame::SetName { req, name } => self.set_name(req, name.as_deref()).await,
             ClientFrame::Ping { req } => {
@@ -374,19 +377,17 @@ impl Connection {
         Ok(())
     }
 
-    async fn members(&mut self, req: Option<u64>, room: &str) -> Handled {
-        // TODO(#5): one frame holds every member; past roughly 40,000 members it would
-        // exceed the socket's 4 MiB write buffer. Page it when rooms get that large.
+    async fn members(&mut self, req: Option<u64>, room: &str, after: Option<&str>) -> Handled {
         let room = self.member_room(room)?;
-        let members = self
-            .state
-            .store
-            .members(&room)
-            .await?
+        // One more than a page says whether another page follows.
+        let mut page = self.state.store.members(&room, after, MEMBERS_PAGE_MAX + 1).await?;
+        let more = page.len() > MEMBERS_PAGE_MAX as usize;
+        page.truncate(MEMBERS_PAGE_MAX as usize);
+        let members = page
             .into_iter()
             .map(|(email, name)| Member { online: self.state.hub.is_online(&email), email, name })
             .collect();
-        self.conn.send(&ServerFrame::Members { req, room, members });
+        self.conn.send(&ServerFrame::Members { req, room, members, more });
         Ok(())
     }
 

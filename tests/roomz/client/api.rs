@@ -203,3 +203,26 @@ async fn presence_comes_and_goes_as_events() {
     bob.close().await;
     assert_eq!(event(&mut events, online(false)).await, "general");
 }
+
+#[tokio::test]
+async fn the_members_of_a_large_room_come_in_pages() {
+    use roomz::server::store::Store;
+    use roomz::server::store::sqlite::SqliteStore;
+
+    let stopped = TestServer::start().await.stop().await;
+    let store = SqliteStore::open(&stopped.database()).await.unwrap();
+    let crowd = roomz::protocol::MEMBERS_PAGE_MAX as usize * 2 + 10;
+    for i in 0..crowd {
+        store.ensure_user(&format!("member{i:05}@example.com"), 1).await.unwrap();
+    }
+    store.close().await;
+    let server = stopped.start().await;
+
+    let alice = server.client(ALICE).await;
+    let members = alice.members("general").await.unwrap();
+    assert_eq!(members.len(), crowd + 1, "every page, alice included");
+    let mut emails: Vec<&str> = members.iter().map(|m| m.email.as_str()).collect();
+    emails.dedup();
+    assert_eq!(emails.len(), crowd + 1, "no member twice");
+    assert!(emails.is_sorted(), "by email, page after page");
+}

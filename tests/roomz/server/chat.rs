@@ -188,7 +188,8 @@ async fn rooms_members_unread_counts_and_read_markers() {
         "own messages count as read"
     );
 
-    let members = bob.request(|req| ClientFrame::Members { req, room: "rust".into() }).await;
+    let members =
+        bob.request(|req| ClientFrame::Members { req, room: "rust".into(), after: None }).await;
     let ServerFrame::Members { members, .. } = members else { panic!() };
     assert_eq!(
         members.iter().map(|m| (m.email.as_str(), m.online)).collect::<Vec<_>>(),
@@ -243,7 +244,9 @@ async fn presence_follows_connections() {
     // Carol still has a connection: she stays online.
     second.send(&ClientFrame::Ping { req: Some(9) }).await;
     second.wait_for(|f| matches!(f, ServerFrame::Pong { .. }).then_some(())).await;
-    let members = alice.request(|req| ClientFrame::Members { req, room: "general".into() }).await;
+    let members = alice
+        .request(|req| ClientFrame::Members { req, room: "general".into(), after: None })
+        .await;
     let ServerFrame::Members { members, .. } = members else { panic!() };
     assert!(members.iter().any(|m| m.email == CAROL && m.online));
     drop(second);

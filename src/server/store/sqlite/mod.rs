@@ -244,14 +244,21 @@ impl Store for SqliteStore {
         Ok(removed == 1)
     }
 
-    async fn members(&self, room: &str) -> StoreResult<Vec<(String, Option<String>)>> {
+    async fn members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, Option<String>)>> {
         let rows = sqlx::query(
             "SELECT m.email, u.display_name
              FROM room_members m JOIN rooms r ON r.id = m.room_id
              LEFT JOIN users u ON u.email = m.email
-             WHERE r.name = ?1 ORDER BY m.email",
+             WHERE r.name = ?1 AND m.email > ?2 ORDER BY m.email LIMIT ?3",
         )
         .bind(room)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|row| Ok((row.try_get("email")?, row.try_get("display_name")?))).collect()
@@ -581,7 +588,24 @@ mod tests {
         assert_eq!(store.join_room("b@x.io", "rust", 1).await.unwrap().summary.members, 2);
         assert!(store.leave_room("a@x.io", "rust").await.unwrap());
         assert!(!store.leave_room("a@x.io", "rust").await.unwrap());
-        assert_eq!(store.members("rust").await.unwrap(), [("b@x.io".to_owned(), None)]);
+        assert_eq!(store.members("rust", None, 10).await.unwrap(), [("b@x.io".to_owned(), None)]);
+    }
+
+    #[tokio::test]
+    async fn members_come_in_pages_by_email() {
+        let (_dir, store) = store().await;
+        for user in ["c@x.io", "a@x.io", "d@x.io", "b@x.io", "e@x.io"] {
+            store.ensure_user(user, 1).await.unwrap();
+            store.join_room(user, "big", 1).await.unwrap();
+        }
+        let emails = |page: Vec<(String, Option<String>)>| -> Vec<String> {
+            page.into_iter().map(|(email, _)| email).collect()
+        };
+        assert_eq!(emails(store.members("big", None, 2).await.unwrap()), ["a@x.io", "b@x.io"]);
+        let next = store.members("big", Some("b@x.io"), 2).await.unwrap();
+        assert_eq!(emails(next), ["c@x.io", "d@x.io"]);
+        assert_eq!(emails(store.members("big", Some("d@x.io"), 2).await.unwrap()), ["e@x.io"]);
+        assert!(store.members("big", Some("e@x.io"), 2).await.unwrap().is_empty());
     }
 
     #[tokio::test]
