@@ -324,8 +324,10 @@ impl AsyncClient {
         };
         let patience = self.inner.options.connection_timeout * 2;
         if !matches!(tokio::time::timeout(patience, &mut running).await, Ok(Ok(()))) {
-            // The task did not finish (or panicked): end it, and say for it how it ended.
+            // The task did not finish (or panicked): end it, wait until it is gone, and say
+            // for it how it ended.
             running.abort();
+            let _ = running.await;
             let shared = &self.inner.shared;
             *shared.ended.lock().expect("ended lock") = Some(ClientError::Closed);
             shared.outbox.store(0, Ordering::SeqCst);
@@ -454,19 +456,27 @@ impl AsyncClient {
     /// The members of a room and whether each is online.
     pub async fn members(&self, room: &str) -> Result<Vec<Member>, ClientError> {
         let mut all: Vec<Member> = Vec::new();
-        // The server answers a page at a time; a large room takes several.
+        // The server answers a page at a time, by email; a large room takes several, and
+        // each counts against the server's request rate: past it, wait as it says.
         loop {
             let after = all.last().map(|m| m.email.clone());
-            let frame = ClientFrame::Members { req: None, room: room.to_owned(), after };
-            match self.request(frame).await? {
-                ServerFrame::Members { members, more, .. } => {
-                    let progressed = !members.is_empty();
-                    all.extend(members);
-                    if !more || !progressed {
-                        return Ok(all);
-                    }
+            let frame =
+                ClientFrame::Members { req: None, room: room.to_owned(), after: after.clone() };
+            let page = match self.request(frame).await {
+                Ok(ServerFrame::Members { members, more, .. }) => (members, more),
+                Ok(other) => return Err(unexpected(&other)),
+                Err(ClientError::RateLimited { retry_after }) if after.is_some() => {
+                    tokio::time::sleep(retry_after).await;
+                    continue;
                 }
-                other => return Err(unexpected(&other)),
+                Err(error) => return Err(error),
+            };
+            let (members, more) = page;
+            // Each page must move forward, or a confused server would keep us here.
+            let forward = members.last().is_some_and(|m| Some(&m.email) > after.as_ref());
+            all.extend(members);
+            if !more || !forward {
+                return Ok(all);
             }
         }
     }

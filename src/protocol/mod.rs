@@ -281,7 +281,7 @@ pub enum ErrorCode {
 /// In rooms with more online members than this, presence changes are not pushed.
 pub const PRESENCE_PUSH_MAX: usize = 200;
 
-/// Most members in one `members` answer (about 100 KB of JSON).
+/// Most members in one `members` answer (a few hundred KB of JSON at most).
 pub const MEMBERS_PAGE_MAX: u32 = 1000;
 
 /// WebSocket close codes the server uses (besides the standard ones).

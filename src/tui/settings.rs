@@ -21,10 +21,10 @@ struct ChatSection {
     accent: Option<String>,
     mention: Option<String>,
     muted: Option<String>,
-    /// Keys this version does not know.
-    #[serde(flatten)]
-    unknown: std::collections::BTreeMap<String, toml::Value>,
 }
+
+/// The keys of `[chat]` this version knows.
+const KNOWN_KEYS: [&str; 6] = ["time_format", "bell", "colors", "accent", "mention", "muted"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -102,9 +102,7 @@ impl Settings {
         let file: File =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
         let chat = file.chat;
-        for key in chat.unknown.keys() {
-            tracing::warn!(key, "chat: [chat] has no such setting; it is ignored");
-        }
+        log_unknown_keys(text);
         let mut settings = Self::default();
         if let Some(format) = chat.time_format {
             if StrftimeItems::new(&format).parse().is_err() || format.chars().any(char::is_control)
@@ -129,6 +127,20 @@ impl Settings {
         settings.palette.mention = color("mention", chat.mention, settings.palette.mention)?;
         settings.palette.muted = color("muted", chat.muted, settings.palette.muted)?;
         Ok(settings)
+    }
+}
+
+/// Names in the log the `[chat]` keys this version ignores. (Read apart from the settings:
+/// collecting them there would make serde lose the key a type error belongs to.)
+fn log_unknown_keys(text: &str) {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return;
+    };
+    let Some(chat) = table.get("chat").and_then(toml::Value::as_table) else {
+        return;
+    };
+    for key in chat.keys().filter(|key| !KNOWN_KEYS.contains(&key.as_str())) {
+        tracing::warn!(key, "chat: [chat] has no such setting; it is ignored");
     }
 }
 
@@ -169,6 +181,8 @@ mod tests {
         assert!(
             Settings::parse("[chat]\nmention = \"sparkly\"\n").unwrap_err().contains("mention")
         );
-        assert!(Settings::parse("[chat]\nbell = \"yes\"\n").is_err());
+        assert!(Settings::parse("[chat]\nbell = \"yes\"\n").unwrap_err().contains("bell"));
+        let unknown = Settings::parse("[chat]\ncolour = false\nbell = false\n").unwrap();
+        assert!(!unknown.bell, "an unknown key is ignored, the rest is read");
     }
 }

@@ -73,7 +73,7 @@ pub async fn upgrade(
         // The connection gets a task of its own that holds only its reader loop; axum's
         // upgrade task, which also holds what the upgrade took, ends here. The task is
         // tracked, so shutdown can wait for it.
-        let reading = run(state.clone(), socket, session, remote);
+        let reading = start(state.clone(), socket, session, remote);
         state.tasks.spawn(reading);
         std::future::ready(())
     }))
@@ -100,7 +100,7 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
 /// Sets a connection up and returns its reader loop. Nothing here is awaited, so none of it
 /// (the socket before it is split, the writer before it is spawned) takes room in the
 /// future every open connection keeps.
-fn run(
+fn start(
     state: AppState,
     socket: WebSocket,
     session: Session,

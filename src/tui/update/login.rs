@@ -89,7 +89,9 @@ pub(super) fn login_advice(error: &ClientError) -> String {
         }
         ClientError::Timeout { .. } => "The server did not answer in time. Try again.".to_owned(),
         ClientError::SessionExpired => "Your session expired. Log in with a new link.".to_owned(),
-        ClientError::AccessRevoked => "This address may no longer use this server.".to_owned(),
+        ClientError::AccessRevoked => "This address may no longer use this server. Once its \
+            administrator allows it again, log in with a new link."
+            .to_owned(),
         other => other.to_string(),
     }
 }
