@@ -33,7 +33,9 @@ variables win over it):
   ROOMZ_COOKIE_SECURE        true/false: mark the session cookie Secure (default: true
                              when ROOMZ_PUBLIC_URL is https)
   DATABASE_URL               sqlite:PATH (default sqlite:<data dir>/roomz.db, where the data
-                             dir is $XDG_DATA_HOME/roomz or ~/.local/share/roomz)
+                             dir is $XDG_DATA_HOME/roomz or ~/.local/share/roomz), or
+                             postgres://USER:PASSWORD@HOST/DATABASE (several nodes may share it)
+  DATABASE_POOL_SIZE         PostgreSQL connections per node (default 10)
   ROOMZ_MESSAGES_PER_SECOND  sustained messages per second per user (default 10)
   ROOMZ_MESSAGE_BURST        messages a user may send at once above that rate (default 30)
   RUST_LOG                   log filter for standard error (default info)
@@ -72,10 +74,38 @@ pub enum MailerConfig {
 }
 
 /// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseConfig {
     /// A SQLite file, created with its folder when missing.
     Sqlite { path: PathBuf },
+    /// A PostgreSQL database, which several nodes may share. The URL may hold a password.
+    Postgres { url: Secret, pool_size: u32 },
+}
+
+impl fmt::Debug for DatabaseConfig {
+    /// The file, or the server and database without the user's password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            Self::Postgres { url, pool_size } => {
+                let shown = Url::parse(url.expose()).map_or_else(
+                    |_| "<unreadable URL>".to_owned(),
+                    |u| {
+                        format!(
+                            "{}:{}{}",
+                            u.host_str().unwrap_or("localhost"),
+                            u.port().unwrap_or(5432),
+                            u.path()
+                        )
+                    },
+                );
+                f.debug_struct("Postgres")
+                    .field("at", &shown)
+                    .field("pool_size", pool_size)
+                    .finish()
+            }
+        }
+    }
 }
 
 /// Where the allow-list came from, which decides what SIGHUP can change.
@@ -196,7 +226,22 @@ impl Config {
             ));
         }
         let cookie_secure = cookie_secure(get("ROOMZ_COOKIE_SECURE"))?;
-        let database = database(get("DATABASE_URL"), default_data_dir)?;
+        let pool_size = bounded_int(
+            "DATABASE_POOL_SIZE",
+            get("DATABASE_POOL_SIZE"),
+            10,
+            1_000,
+            None,
+            &mut warnings,
+        )?;
+        let database = database(get("DATABASE_URL"), default_data_dir, pool_size)?;
+        if get("DATABASE_POOL_SIZE").is_some() && matches!(database, DatabaseConfig::Sqlite { .. })
+        {
+            warnings.push(
+                "DATABASE_POOL_SIZE is set but DATABASE_URL is SQLite, which does not use it"
+                    .to_owned(),
+            );
+        }
         let messages_per_second = bounded_int(
             "ROOMZ_MESSAGES_PER_SECOND",
             get("ROOMZ_MESSAGES_PER_SECOND"),
@@ -472,6 +517,7 @@ fn default_data_dir() -> Option<PathBuf> {
 fn database(
     value: Option<String>,
     data_dir: impl FnOnce() -> Option<PathBuf>,
+    pool_size: u32,
 ) -> Result<DatabaseConfig, ConfigError> {
     let Some(raw) = value.filter(|v| !v.is_empty()) else {
         let dir = data_dir().ok_or_else(|| {
@@ -482,13 +528,21 @@ fn database(
         })?;
         return Ok(DatabaseConfig::Sqlite { path: dir.join("roomz.db") });
     };
-    let hint = "use DATABASE_URL=sqlite:PATH, for example sqlite:/var/lib/roomz/roomz.db";
+    let hint = "use DATABASE_URL=sqlite:PATH (for example sqlite:/var/lib/roomz/roomz.db) or \
+                postgres://USER:PASSWORD@HOST/DATABASE";
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        // TODO(#6): the PostgreSQL store.
-        return Err(ConfigError::new(
-            "DATABASE_URL: PostgreSQL is not supported by this build yet",
-            hint,
-        ));
+        // The value is never echoed: it may hold a password.
+        let parsed = Url::parse(&raw).map_err(|e| {
+            ConfigError::new(format!("DATABASE_URL is not a usable PostgreSQL URL ({e})"), hint)
+        })?;
+        if parsed.host_str().is_none_or(str::is_empty) || parsed.path().trim_matches('/').is_empty()
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL must name the PostgreSQL server and the database",
+                hint,
+            ));
+        }
+        return Ok(DatabaseConfig::Postgres { url: Secret::new(raw), pool_size });
     }
     let Some(rest) = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")) else {
         // The value is not echoed: a URL of another database may hold a password.

@@ -48,6 +48,9 @@ pub enum Outbound {
     Follow { room: Arc<str>, after: Seq },
     /// Stop delivering a room's messages.
     Unfollow(Arc<str>),
+    /// Send whatever of a room's messages up to `upto` was not sent yet (after another
+    /// node's notices may have been missed).
+    Sync { room: Arc<str>, upto: Seq },
     /// Just flush (a pong tungstenite queued while reading goes out with it).
     Flush,
 }
@@ -59,7 +62,11 @@ impl queue::Weigh for Outbound {
         match self {
             Self::Frame(bytes) => bytes.len(),
             Self::Message(delivery) => delivery.frame.len(),
-            Self::CatchUp(_) | Self::Follow { .. } | Self::Unfollow(_) | Self::Flush => 0,
+            Self::CatchUp(_)
+            | Self::Follow { .. }
+            | Self::Unfollow(_)
+            | Self::Sync { .. }
+            | Self::Flush => 0,
         }
     }
 }
@@ -304,8 +311,16 @@ impl Hub {
 
     /// Registers a connection after its `hello`: queues `welcome` and the catch-up, then
     /// starts routing the rooms' messages to it. All under one lock, so no message can slip
-    /// between the catch-up and the live stream.
-    pub fn register(&self, conn: &Arc<Conn>, welcome: Utf8Bytes, rooms: Vec<(Arc<str>, Seq)>) {
+    /// between the catch-up and the live stream. Returns whether it is the user's first
+    /// connection here; with `announce`, the rooms' members are then told they came online
+    /// (a node of a cluster leaves that to the cluster, which knows the other nodes).
+    pub fn register(
+        &self,
+        conn: &Arc<Conn>,
+        welcome: Utf8Bytes,
+        rooms: Vec<(Arc<str>, Seq)>,
+        announce: bool,
+    ) -> bool {
         let mut inner = self.write();
         conn.push(Outbound::Frame(welcome));
         let names: Vec<Arc<str>> = rooms.iter().map(|(room, _)| room.clone()).collect();
@@ -315,26 +330,57 @@ impl Hub {
         }
         let sessions = inner.users.entry(conn.email.clone()).or_default();
         sessions.push(conn.clone());
-        if sessions.len() == 1 {
+        let first = sessions.len() == 1;
+        if first && announce {
             inner.announce_presence(&conn.email, &names, true);
         }
+        first
     }
 
-    /// Forgets a connection; announces the user offline when it was their last.
-    pub fn unregister(&self, conn: &Conn) {
+    /// Forgets a connection. When it was the user's last here, returns their rooms; with
+    /// `announce`, their members are then told the user went offline.
+    pub fn unregister(&self, conn: &Conn, announce: bool) -> Option<Vec<Arc<str>>> {
         let mut inner = self.write();
         let rooms: Vec<Arc<str>> =
             conn.rooms.lock().expect("room set lock").iter().cloned().collect();
         for room in &rooms {
             inner.unlisten(conn, room);
         }
-        let Some(sessions) = inner.users.get_mut(&conn.email) else {
+        let sessions = inner.users.get_mut(&conn.email)?;
+        sessions.retain(|c| c.id != conn.id);
+        if !sessions.is_empty() {
+            return None;
+        }
+        inner.users.remove(&conn.email);
+        if announce {
+            inner.announce_presence(&conn.email, &rooms, false);
+        }
+        Some(rooms)
+    }
+
+    /// Tells the members of `rooms` here that `email` came online or went offline.
+    pub fn announce_presence(&self, email: &str, rooms: &[Arc<str>], online: bool) {
+        self.read().announce_presence(email, rooms, online);
+    }
+
+    /// Whether any connection here listens to `room`.
+    pub fn has_listeners(&self, room: &str) -> bool {
+        self.read().rooms.contains_key(room)
+    }
+
+    /// The rooms some connection here listens to.
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        self.read().rooms.keys().cloned().collect()
+    }
+
+    /// Has every listener of `room` send what it has not sent up to `upto`.
+    pub fn sync(&self, room: &str, upto: Seq) {
+        let inner = self.read();
+        let Some((name, _)) = inner.rooms.get_key_value(room) else {
             return;
         };
-        sessions.retain(|c| c.id != conn.id);
-        if sessions.is_empty() {
-            inner.users.remove(&conn.email);
-            inner.announce_presence(&conn.email, &rooms, false);
+        for conn in inner.listeners(room) {
+            conn.push(Outbound::Sync { room: name.clone(), upto });
         }
     }
 
@@ -357,21 +403,36 @@ impl Hub {
         summary: RoomSummary,
         member: Option<Member>,
     ) {
+        self.join_here(&asking.email, Some((asking.id, req)), summary, member);
+    }
+
+    /// The same for a join made on another node.
+    pub fn joined_elsewhere(&self, email: &str, summary: RoomSummary, member: Option<Member>) {
+        self.join_here(email, None, summary, member);
+    }
+
+    fn join_here(
+        &self,
+        email: &str,
+        asking: Option<(u64, Option<u64>)>,
+        summary: RoomSummary,
+        member: Option<Member>,
+    ) {
         let room: Arc<str> = summary.name.as_str().into();
         let after = summary.last_seq;
         let mut inner = self.write();
         if let Some(member) = member {
             let frame = ServerFrame::MemberJoined { room: room.to_string(), member }.to_json();
             let bytes: Utf8Bytes = frame.into();
-            for conn in inner.listeners(&room).filter(|c| c.email != asking.email) {
+            for conn in inner.listeners(&room).filter(|c| *c.email != *email) {
                 conn.push(Outbound::Frame(bytes.clone()));
             }
         }
-        let sessions = inner.users.get(&asking.email).cloned().unwrap_or_default();
+        let sessions = inner.users.get(email).cloned().unwrap_or_default();
         for conn in &sessions {
             // `joined` first: the room's messages must not reach a client that does not
             // know the room yet.
-            let req = if conn.id == asking.id { req } else { None };
+            let req = asking.and_then(|(id, req)| req.filter(|_| id == conn.id));
             conn.send(&ServerFrame::Joined { req, room: summary.clone() });
             conn.push(Outbound::Follow { room: room.clone(), after });
             inner.listen(conn, &room);
@@ -381,17 +442,31 @@ impl Hub {
     /// After `email` left `room`: their connections stop listening and get `left`; the
     /// other listeners get `member_left` when `announce` is set.
     pub fn left(&self, asking: &Conn, req: Option<u64>, room: &str, announce: bool) {
+        self.leave_here(&asking.email, Some((asking.id, req)), room, announce);
+    }
+
+    /// The same for a leave made on another node.
+    pub fn left_elsewhere(&self, email: &str, room: &str, announce: bool) {
+        self.leave_here(email, None, room, announce);
+    }
+
+    fn leave_here(
+        &self,
+        email: &str,
+        asking: Option<(u64, Option<u64>)>,
+        room: &str,
+        announce: bool,
+    ) {
         let mut inner = self.write();
-        let sessions = inner.users.get(&asking.email).cloned().unwrap_or_default();
+        let sessions = inner.users.get(email).cloned().unwrap_or_default();
         for conn in &sessions {
             inner.unlisten(conn, room);
             conn.push(Outbound::Unfollow(room.into()));
-            let req = if conn.id == asking.id { req } else { None };
+            let req = asking.and_then(|(id, req)| req.filter(|_| id == conn.id));
             conn.send(&ServerFrame::Left { req, room: room.to_owned() });
         }
         if announce {
-            let frame =
-                ServerFrame::MemberLeft { room: room.to_owned(), email: asking.email.to_string() };
+            let frame = ServerFrame::MemberLeft { room: room.to_owned(), email: email.to_owned() };
             let bytes: Utf8Bytes = frame.to_json().into();
             for conn in inner.listeners(room) {
                 conn.push(Outbound::Frame(bytes.clone()));

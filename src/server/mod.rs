@@ -6,6 +6,7 @@
 pub mod allowlist;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod committer;
 pub mod config;
 pub mod error;
@@ -34,6 +35,7 @@ use url::Url;
 use self::allowlist::AllowList;
 use self::auth::session::SessionKeys;
 use self::clock::{Clock, SystemClock};
+use self::cluster::Cluster;
 use self::committer::Committer;
 use self::config::{AllowListSource, Config, DatabaseConfig};
 use self::hub::{CloseReason, Hub};
@@ -42,6 +44,7 @@ use self::mailer::{MailError, Mailer};
 use self::names::NameCache;
 use self::ratelimit::TokenBuckets;
 use self::state::{AppState, Shared};
+use self::store::postgres::PgStore;
 use self::store::sqlite::SqliteStore;
 use self::store::{Store, StoreError};
 use crate::protocol::Limits;
@@ -131,8 +134,17 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
     let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(addr));
     let cookie_secure = config.cookie_secure.unwrap_or(public_url.scheme() == "https");
 
-    let store: Arc<dyn Store> = match &config.database {
-        DatabaseConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+    let (store, cluster): (Arc<dyn Store>, Cluster) = match &config.database {
+        DatabaseConfig::Sqlite { path } => {
+            (Arc::new(SqliteStore::open(path).await?), Cluster::single())
+        }
+        DatabaseConfig::Postgres { url, pool_size } => {
+            let node = cluster::new_node_id();
+            let store = PgStore::open(url.expose(), *pool_size, node.clone()).await?;
+            let cluster = Cluster::shared(node, store.pool().clone(), url.expose().to_owned());
+            cluster.heartbeat(options.clock.now_ms()).await.map_err(StoreError::from)?;
+            (Arc::new(store), cluster)
+        }
     };
     let mailer = match options.mailer {
         Some(mailer) => mailer,
@@ -174,6 +186,7 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         link_request_rate: TokenBuckets::new(LINK_REQUESTS_PER_SECOND, LINK_REQUEST_BURST),
         request_rate: TokenBuckets::new(REQUESTS_PER_SECOND, REQUEST_BURST),
         membership: KeyedLocks::new(),
+        cluster,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         config,
@@ -192,6 +205,10 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
     });
     let pruner = tokio::spawn(prune_periodically(state.clone()));
     tokio::spawn(checkpoint_periodically(state.clone()));
+    if state.cluster.is_shared() {
+        tokio::spawn(cluster::listener::run(state.clone()));
+        tokio::spawn(heartbeat_periodically(state.clone()));
+    }
 
     tracing::info!(
         %addr,
@@ -222,6 +239,21 @@ async fn checkpoint_periodically(state: AppState) {
             _ = every.tick() => {
                 if let Err(error) = state.store.checkpoint().await {
                     tracing::warn!(%error, "store: checkpoint failed");
+                }
+            }
+        }
+    }
+}
+
+/// Says every few seconds that this node is alive: its users count as online meanwhile.
+async fn heartbeat_periodically(state: AppState) {
+    let mut every = tokio::time::interval(cluster::HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(error) = state.cluster.heartbeat(state.clock.now_ms()).await {
+                    tracing::warn!(%error, "cluster: the heartbeat failed");
                 }
             }
         }
@@ -328,6 +360,7 @@ impl ServerHandle {
             Err(_) => tracing::warn!("shutdown: HTTP connections did not close in time"),
             _ => {}
         }
+        state.cluster.leave().await;
         state.store.close().await;
         tracing::info!("roomz serve: stopped");
     }

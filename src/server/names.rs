@@ -20,6 +20,11 @@ impl NameCache {
         self.names.read().expect("name cache lock").get(email).cloned().flatten()
     }
 
+    /// The users whose names are recorded.
+    pub fn emails(&self) -> Vec<String> {
+        self.names.read().expect("name cache lock").keys().cloned().collect()
+    }
+
     /// Records the display name of `email`.
     pub fn set(&self, email: &str, name: Option<String>) {
         self.names.write().expect("name cache lock").insert(email.to_owned(), name);

@@ -10,6 +10,7 @@ use url::Url;
 use super::allowlist::AllowList;
 use super::auth::session::SessionKeys;
 use super::clock::Clock;
+use super::cluster::Cluster;
 use super::committer::Committer;
 use super::config::Config;
 use super::hub::Hub;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub request_rate: TokenBuckets,
     /// Serialises the membership changes of each user.
     pub membership: KeyedLocks,
+    /// The other nodes on the same database, if any.
+    pub cluster: Cluster,
     /// Connection tasks and mail deliveries, awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the server starts shutting down.

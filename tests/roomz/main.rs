@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod cluster;
 mod proxy;
 mod server;
+mod store;
 mod support;
 mod tui;

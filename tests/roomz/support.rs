@@ -48,11 +48,24 @@ impl TestServer {
         Self::start_with(&[]).await
     }
 
-    /// A server with extra variables (they win over the defaults).
+    /// A server with extra variables (they win over the defaults). Its store is a SQLite
+    /// file, or with `ROOMZ_TEST_BACKEND=postgres` a new PostgreSQL database.
     pub async fn start_with(vars: &[(&str, &str)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut vars: Vec<(String, String)> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        if std::env::var("ROOMZ_TEST_BACKEND").as_deref() == Ok("postgres")
+            && !vars.iter().any(|(k, _)| k == "DATABASE_URL")
+        {
+            let url = fresh_postgres_database().await.expect("ROOMZ_TEST_POSTGRES is set");
+            vars.push(("DATABASE_URL".into(), url));
+        }
         Self::boot(dir, OffsetClock::new(), vars).await
+    }
+
+    /// A node of a cluster: a server on the PostgreSQL database `url`, with its own clock.
+    pub async fn node(url: &str) -> Self {
+        Self::start_with(&[("DATABASE_URL", url)]).await
     }
 
     async fn boot(dir: Arc<TempDir>, clock: OffsetClock, vars: Vec<(String, String)>) -> Self {
@@ -186,9 +199,21 @@ impl Stopped {
         TestServer::boot(self.dir, self.clock, self.vars).await
     }
 
-    /// Its SQLite file, to fill while it is stopped.
-    pub fn database(&self) -> std::path::PathBuf {
-        self.dir.path().join("roomz.db")
+    /// Its store, to fill while it is stopped.
+    pub async fn open_store(&self) -> Arc<dyn roomz::server::store::Store> {
+        let url = self.vars.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone());
+        match url {
+            Some(url) if url.starts_with("postgres") => {
+                let node = roomz::server::cluster::new_node_id();
+                let store = roomz::server::store::postgres::PgStore::open(&url, 2, node);
+                Arc::new(store.await.expect("the test database opens"))
+            }
+            _ => {
+                let path = self.dir.path().join("roomz.db");
+                let store = roomz::server::store::sqlite::SqliteStore::open(&path);
+                Arc::new(store.await.expect("the test database opens"))
+            }
+        }
     }
 }
 
@@ -392,6 +417,7 @@ fn req_of(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::Joined { req, .. }
         | ServerFrame::Left { req, .. }
         | ServerFrame::Members { req, .. }
+        | ServerFrame::Name { req, .. }
         | ServerFrame::Pong { req } => *req,
         ServerFrame::Error(e) => e.req,
         _ => None,
@@ -629,4 +655,29 @@ pub async fn event<T>(
     })
     .await
     .expect("the event came in time")
+}
+
+/// A new, empty database on the PostgreSQL server `ROOMZ_TEST_POSTGRES` names (a URL of any
+/// database on it, such as `postgres://roomz@127.0.0.1:55432/postgres`); its URL. `None`
+/// when the variable is unset, so PostgreSQL tests are skipped, unless
+/// `ROOMZ_REQUIRE_POSTGRES` is set (as `.ci/test` does): then a missing server fails them.
+pub async fn fresh_postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    let Ok(base) = std::env::var("ROOMZ_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("ROOMZ_REQUIRE_POSTGRES").is_none(),
+            "ROOMZ_REQUIRE_POSTGRES is set but ROOMZ_TEST_POSTGRES is not"
+        );
+        eprintln!("skipped: set ROOMZ_TEST_POSTGRES (.ci/test starts a PostgreSQL server)");
+        return None;
+    };
+    let mut url = url::Url::parse(&base).expect("ROOMZ_TEST_POSTGRES is a URL");
+    let name = format!("roomz_test_{}", roomz::server::cluster::new_node_id());
+    let mut admin = sqlx::PgConnection::connect(&base).await.expect("the test PostgreSQL answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("a test database");
+    url.set_path(&name);
+    Some(url.to_string())
 }

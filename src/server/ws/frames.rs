@@ -15,6 +15,7 @@ use crate::protocol::{
     ServerFrame,
 };
 use crate::server::auth::session::Session;
+use crate::server::cluster::Notice;
 use crate::server::committer::Pending;
 use crate::server::hub::{CloseReason, Conn};
 use crate::server::state::AppState;
@@ -221,7 +222,7 @@ impl Connection {
         state.names.set(email, name.clone());
         let rooms = state.store.rooms_of(email).await?;
         // Each room is delivered from where the client says it is, or from now.
-        let baselines = rooms
+        let baselines: Vec<(Arc<str>, Seq)> = rooms
             .iter()
             .map(|r| {
                 let after = since.get(&r.name).map_or(r.last_seq, |seen| (*seen).min(r.last_seq));
@@ -236,7 +237,12 @@ impl Connection {
             limits: state.limits,
             rooms,
         };
-        state.hub.register(&self.conn, welcome.to_json().into(), baselines);
+        let names: Vec<Arc<str>> = baselines.iter().map(|(room, _)| room.clone()).collect();
+        let single = !state.cluster.is_shared();
+        let first = state.hub.register(&self.conn, welcome.to_json().into(), baselines, single);
+        if first && !single {
+            state.cluster.present(&state.hub, email, &names, true, state.clock.now_ms()).await;
+        }
         self.greeted = true;
         // Removing an address closes its registered connections; one removed while this
         // hello was reading the store is caught here, now that it is registered.
@@ -353,7 +359,10 @@ impl Connection {
         if joined.newly {
             tracing::info!(email = %email, room = %room, "room: joined");
         }
+        let newly = joined.newly;
         self.state.hub.joined(&self.conn, req, joined.summary, member);
+        let notice = Notice::Joined { email: email.to_string(), room, newly };
+        self.state.cluster.tell(notice).await;
         Ok(())
     }
 
@@ -374,6 +383,8 @@ impl Connection {
             tracing::info!(email = %self.session.email, room = %room, "room: left");
         }
         self.state.hub.left(&self.conn, req, &room, removed);
+        let email = self.session.email.to_string();
+        self.state.cluster.tell(Notice::Left { email, room, announce: removed }).await;
         Ok(())
     }
 
@@ -383,9 +394,21 @@ impl Connection {
         let mut page = self.state.store.members(&room, after, MEMBERS_PAGE_MAX + 1).await?;
         let more = page.len() > MEMBERS_PAGE_MAX as usize;
         page.truncate(MEMBERS_PAGE_MAX as usize);
+        let emails: Vec<String> = page.iter().map(|(email, _)| email.clone()).collect();
+        let now = self.state.clock.now_ms();
+        // Online here, or (in a cluster) on another node.
+        let elsewhere =
+            self.state.cluster.online_elsewhere(&emails, now).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cluster: presence on other nodes could not be read");
+                Default::default()
+            });
         let members = page
             .into_iter()
-            .map(|(email, name)| Member { online: self.state.hub.is_online(&email), email, name })
+            .map(|(email, name)| Member {
+                online: self.state.hub.is_online(&email) || elsewhere.contains(&email),
+                email,
+                name,
+            })
             .collect();
         self.conn.send(&ServerFrame::Members { req, room, members, more });
         Ok(())
@@ -393,8 +416,10 @@ impl Connection {
 
     async fn mark_read(&mut self, room: &str, seq: Seq) -> Handled {
         let room = self.member_room(room)?;
-        if let Some(seq) = self.state.store.mark_read(&self.session.email, &room, seq).await? {
-            self.state.hub.send_to_user(&self.session.email, &ServerFrame::Read { room, seq });
+        let email = &self.session.email;
+        if let Some(seq) = self.state.store.mark_read(email, &room, seq).await? {
+            self.state.hub.send_to_user(email, &ServerFrame::Read { room: room.clone(), seq });
+            self.state.cluster.tell(Notice::Read { email: email.to_string(), room, seq }).await;
         }
         Ok(())
     }
@@ -409,6 +434,7 @@ impl Connection {
         let changed = ServerFrame::Name { email: email.to_string(), name: name.clone(), req: None };
         self.state.hub.broadcast_except(self.conn.id, &changed);
         self.conn.send(&ServerFrame::Name { email: email.to_string(), name, req });
+        self.state.cluster.tell(Notice::Name { email: email.to_string() }).await;
         Ok(())
     }
 }

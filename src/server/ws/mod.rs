@@ -197,7 +197,16 @@ async fn read(
 
     let conn = connection.finish();
     tracing::info!(conn = conn.id, email = %conn.email, reason = ended, "ws: disconnected");
-    state.hub.unregister(&conn);
+    if state.cluster.is_shared() {
+        // As in `hello`: one user's comings and goings on this node, one at a time.
+        let _membership = state.membership.lock(&conn.email).await;
+        if let Some(rooms) = state.hub.unregister(&conn, false) {
+            let now = state.clock.now_ms();
+            state.cluster.present(&state.hub, &conn.email, &rooms, false, now).await;
+        }
+    } else {
+        state.hub.unregister(&conn, true);
+    }
     drop(conn);
     if !writer_done {
         let _ = writer.await;

@@ -177,6 +177,13 @@ impl Writer {
                 Outbound::Unfollow(room) => {
                     cursors.0.remove(&room);
                 }
+                Outbound::Sync { room, upto } => {
+                    if let Some(&last) = cursors.0.get(&room)
+                        && last < upto
+                    {
+                        Box::pin(self.send_from_store(cursors, &room, last, Some(upto))).await?;
+                    }
+                }
                 Outbound::Flush => {}
             }
         }

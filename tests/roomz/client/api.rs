@@ -206,11 +206,8 @@ async fn presence_comes_and_goes_as_events() {
 
 #[tokio::test]
 async fn the_members_of_a_large_room_come_in_pages() {
-    use roomz::server::store::Store;
-    use roomz::server::store::sqlite::SqliteStore;
-
     let stopped = TestServer::start().await.stop().await;
-    let store = SqliteStore::open(&stopped.database()).await.unwrap();
+    let store = stopped.open_store().await;
     let crowd = roomz::protocol::MEMBERS_PAGE_MAX as usize * 2 + 10;
     for i in 0..crowd {
         store.ensure_user(&format!("member{i:05}@example.com"), 1).await.unwrap();

@@ -1,0 +1,199 @@
+//! Two `roomz serve` nodes on one PostgreSQL database, as a team that outgrew one machine
+//! runs them: users on either node chat in one room in one order, magic links and their
+//! rate limit hold across nodes, presence, names, read markers and joins cross over, and a
+//! node whose listening connection is killed loses nothing. Skipped without
+//! `ROOMZ_TEST_POSTGRES` (`.ci/test` starts a server and requires them).
+
+use std::collections::BTreeMap;
+
+use roomz::protocol::{ClientFrame, Message, ServerFrame};
+
+use crate::support::{ALICE, BOB, Client, TestServer, fresh_postgres_database};
+
+/// Two nodes on a new database, and its URL.
+async fn two_nodes() -> Option<(String, TestServer, TestServer)> {
+    let url = fresh_postgres_database().await?;
+    let a = TestServer::node(&url).await;
+    let b = TestServer::node(&url).await;
+    Some((url, a, b))
+}
+
+/// Sends `count` messages to `room` without waiting for their acks.
+async fn send_many(client: &mut Client, room: &str, tag: &str, count: usize) {
+    for i in 0..count {
+        let frame = ClientFrame::Send {
+            room: room.into(),
+            id: format!("{tag}-{i}"),
+            text: format!("{tag} {i}"),
+        };
+        client.send(&frame).await;
+    }
+}
+
+/// The next `count` messages of `room` this client receives.
+async fn receive(client: &mut Client, room: &str, count: usize) -> Vec<Message> {
+    let mut messages = Vec::with_capacity(count);
+    while messages.len() < count {
+        messages.push(client.message(room).await);
+    }
+    messages
+}
+
+/// Sequence numbers 1.. in order, each once.
+fn assert_in_order(messages: &[Message]) {
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    let expected: Vec<u64> = (1..=messages.len() as u64).collect();
+    assert_eq!(seqs, expected, "no gap, no duplicate, in order");
+}
+
+#[tokio::test]
+async fn users_on_two_nodes_chat_in_one_order() {
+    let Some((_, a, b)) = two_nodes().await else { return };
+    let mut alice = a.connect(ALICE).await;
+    let mut bob = b.connect(BOB).await;
+
+    // Both write at once, each on their own node.
+    send_many(&mut alice, "general", "alice", 40).await;
+    send_many(&mut bob, "general", "bob", 40).await;
+    let seen_by_alice = receive(&mut alice, "general", 80).await;
+    let seen_by_bob = receive(&mut bob, "general", 80).await;
+    assert_in_order(&seen_by_alice);
+    assert_in_order(&seen_by_bob);
+    let ids =
+        |messages: &[Message]| -> Vec<String> { messages.iter().map(|m| m.id.clone()).collect() };
+    assert_eq!(ids(&seen_by_alice), ids(&seen_by_bob), "one order for everyone");
+
+    // History reads the same on both nodes.
+    let history_a = alice.history_pages("general", 200).await;
+    let history_b = bob.history_pages("general", 200).await;
+    assert_eq!(history_a, history_b);
+    assert_eq!(history_a[0].0.len(), 80);
+}
+
+#[tokio::test]
+async fn magic_links_work_once_and_count_across_nodes() {
+    let Some((_, a, b)) = two_nodes().await else { return };
+    let link = a.fresh_link(ALICE).await;
+    assert_eq!(b.verify(&link).await.status(), 200, "a link from node A works on node B");
+    assert_eq!(a.verify(&link).await.status(), 401, "once");
+    assert_eq!(b.verify(&link).await.status(), 401);
+
+    // The hourly limit of five counts requests on both nodes (one above was the first).
+    for node in [&b, &a, &b, &a] {
+        assert_eq!(node.request_link(ALICE).await.status(), 202);
+    }
+    assert_eq!(a.request_link(ALICE).await.status(), 429);
+    assert_eq!(b.request_link(ALICE).await.status(), 429);
+}
+
+#[tokio::test]
+async fn presence_names_markers_and_joins_cross_nodes() {
+    let Some((_, a, b)) = two_nodes().await else { return };
+    let mut alice_a = a.connect(ALICE).await;
+    let mut alice_b = b.connect(ALICE).await;
+
+    // Bob comes online on B: alice hears it on A, and A lists him as online.
+    let mut bob = b.connect(BOB).await;
+    let presence = alice_a
+        .wait_for(|f| match f {
+            ServerFrame::Presence { email, online, .. } if email == BOB => Some(*online),
+            _ => None,
+        })
+        .await;
+    assert!(presence);
+    let members = alice_a
+        .request(|req| ClientFrame::Members { req, room: "general".into(), after: None })
+        .await;
+    let ServerFrame::Members { members, .. } = members else { panic!("{members:?}") };
+    let online: BTreeMap<String, bool> = members.into_iter().map(|m| (m.email, m.online)).collect();
+    assert_eq!(online.get(BOB), Some(&true), "{online:?}");
+
+    // A name set on B reaches A.
+    bob.request(|req| ClientFrame::SetName { req, name: Some("Bob on B".into()) }).await;
+    let name = alice_a
+        .wait_for(|f| match f {
+            ServerFrame::Name { email, name, .. } if email == BOB => Some(name.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(name.as_deref(), Some("Bob on B"));
+
+    // Alice joins on A: her connection on B follows; bob joining on B is news on A.
+    alice_a.request(|req| ClientFrame::Join { req, room: "ops".into() }).await;
+    let joined = alice_b
+        .wait_for(|f| match f {
+            ServerFrame::Joined { room, .. } if room.name == "ops" => Some(room.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined.members, 1);
+    bob.request(|req| ClientFrame::Join { req, room: "ops".into() }).await;
+    let newcomer = alice_a
+        .wait_for(|f| match f {
+            ServerFrame::MemberJoined { room, member } if room == "ops" => {
+                Some(member.email.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(newcomer, BOB);
+
+    // A message bob writes on B in the new room reaches both of alice's connections, and
+    // her read marker set on A moves on B.
+    let (_, seq) = bob.post("ops", "hello ops").await;
+    assert_eq!(alice_a.message("ops").await.seq, seq);
+    assert_eq!(alice_b.message("ops").await.seq, seq);
+    alice_a.send(&ClientFrame::MarkRead { room: "ops".into(), seq }).await;
+    let read = alice_b
+        .wait_for(|f| match f {
+            ServerFrame::Read { room, seq } if room == "ops" => Some(*seq),
+            _ => None,
+        })
+        .await;
+    assert_eq!(read, seq);
+
+    // Bob leaves B altogether: alice hears he went offline.
+    drop(bob);
+    let presence = alice_a
+        .wait_for(|f| match f {
+            ServerFrame::Presence { email, online: false, .. } if email == BOB => Some(()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(presence, ());
+}
+
+#[tokio::test]
+async fn a_killed_listening_connection_loses_nothing() {
+    let Some((url, a, b)) = two_nodes().await else { return };
+    let mut alice = a.connect(ALICE).await;
+    let mut bob = b.connect(BOB).await;
+
+    send_many(&mut alice, "general", "before", 60).await;
+    // Every node's listening connection is killed while messages flow.
+    let killed = kill_listeners(&url).await;
+    assert!(killed >= 2, "each node listens ({killed} killed)");
+    send_many(&mut alice, "general", "during", 60).await;
+    let seen = receive(&mut bob, "general", 120).await;
+    assert_in_order(&seen);
+
+    // And the cluster still carries new messages afterwards.
+    send_many(&mut alice, "general", "after", 10).await;
+    let later = receive(&mut bob, "general", 10).await;
+    assert_eq!(later.first().map(|m| m.seq), Some(121));
+    assert_eq!(later.last().map(|m| m.seq), Some(130));
+}
+
+/// Terminates the database backends that serve `LISTEN` on this database; how many.
+async fn kill_listeners(url: &str) -> usize {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    killed.len()
+}
