@@ -43,6 +43,20 @@ enum Command {
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: Option<u32>,
     },
+    /// Copy a SQLite database into a new PostgreSQL one (stop the server first).
+    ///
+    /// The target is DATABASE_URL (from .env or the environment), or --to. Everything is
+    /// copied in one transaction, into a database with no users yet, and the counts are
+    /// checked; then start the nodes on the PostgreSQL database.
+    CopyDatabase {
+        /// The SQLite database: sqlite:PATH
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The PostgreSQL database [default: DATABASE_URL]. A password here shows in the
+        /// process list: prefer DATABASE_URL.
+        #[arg(long, value_name = "postgres://...")]
+        to: Option<String>,
+    },
     /// Open the full-screen chat: log in with a magic link once, then chat.
     #[command(after_help = CHAT_HELP)]
     Chat {
@@ -63,7 +77,76 @@ fn main() -> ExitCode {
         Command::Serve { bind } => serve(bind),
         Command::Chat { server } => chat(server),
         Command::Token { email, days } => token(&email, days),
+        Command::CopyDatabase { from, to } => copy_database(&from, to),
     }
+}
+
+fn copy_database(from: &str, to: Option<String>) -> ExitCode {
+    let Some(path) = from.strip_prefix("sqlite://").or_else(|| from.strip_prefix("sqlite:")) else {
+        return fail(&ConfigError {
+            message: "--from must be a SQLite database, sqlite:PATH".into(),
+            hint: "for example --from sqlite:/var/lib/roomz/roomz.db".into(),
+        });
+    };
+    if !std::path::Path::new(path).is_file() {
+        return fail(&ConfigError {
+            message: format!("there is no SQLite database at {path}"),
+            hint: "give the file DATABASE_URL named before the move".into(),
+        });
+    }
+    let _ = dotenvy::from_path(".env");
+    let target = to.or_else(|| std::env::var("DATABASE_URL").ok()).unwrap_or_default();
+    if !(target.starts_with("postgres://") || target.starts_with("postgresql://")) {
+        return fail(&ConfigError {
+            message: "the target must be a PostgreSQL database (DATABASE_URL or --to)".into(),
+            hint: "set DATABASE_URL=postgres://USER:PASSWORD@HOST/DATABASE".into(),
+        });
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        use roomz::server::store::{copy, postgres::PgStore, sqlite::SqliteStore};
+        let source = match SqliteStore::open(std::path::Path::new(path)).await {
+            Ok(store) => store,
+            Err(error) => {
+                eprintln!("Error: cannot open {path}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let node = roomz::server::cluster::new_node_id();
+        let target = match PgStore::open(&target, 2, node).await {
+            Ok(store) => store,
+            Err(error) => {
+                eprintln!("Error: cannot open the PostgreSQL database: {error}");
+                eprintln!("  hint: check DATABASE_URL and that the server accepts connections");
+                return ExitCode::FAILURE;
+            }
+        };
+        match copy::copy(&source, &target).await {
+            Ok(copied) => {
+                println!(
+                    "copied {} users, {} rooms, {} memberships, {} messages, {} magic links, {} \
+                     rate-limit records",
+                    copied.users,
+                    copied.rooms,
+                    copied.members,
+                    copied.messages,
+                    copied.magic_links,
+                    copied.link_requests
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("Error: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn token(email: &str, days: Option<u32>) -> ExitCode {

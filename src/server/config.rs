@@ -661,4 +661,28 @@ mod tests {
         assert!(error(&[("EMAIL_FROM", "nobody")]).contains("EMAIL_FROM"));
         assert!(load(&[("EMAIL_FROM", "Team <team@example.com>")]).is_ok());
     }
+
+    #[test]
+    fn postgres_urls_pool_sizes_and_no_password_shown() {
+        let url = "postgres://roomz:hunter2@db.internal:5433/chat";
+        let loaded = load(&[("DATABASE_URL", url), ("DATABASE_POOL_SIZE", "25")]).unwrap();
+        let DatabaseConfig::Postgres { pool_size, .. } = &loaded.config.database else {
+            panic!("{:?}", loaded.config.database)
+        };
+        assert_eq!(*pool_size, 25);
+        let shown = format!("{:?}", loaded.config.database);
+        assert_eq!(shown, r#"Postgres { at: "db.internal:5433/chat", pool_size: 25 }"#);
+        let default = load(&[("DATABASE_URL", "postgresql://db/chat")]).unwrap().config.database;
+        assert!(matches!(default, DatabaseConfig::Postgres { pool_size: 10, .. }));
+        for bad in ["postgres://roomz:hunter2@/chat", "postgres://roomz:hunter2@db"] {
+            let said = error(&[("DATABASE_URL", bad)]);
+            assert!(said.contains("DATABASE_URL") && !said.contains("hunter2"), "{said}");
+        }
+        assert!(
+            error(&[("DATABASE_URL", url), ("DATABASE_POOL_SIZE", "0")])
+                .contains("DATABASE_POOL_SIZE")
+        );
+        let sqlite_with_pool = load(&[("DATABASE_POOL_SIZE", "5")]).unwrap();
+        assert!(sqlite_with_pool.warnings.iter().any(|w| w.contains("DATABASE_POOL_SIZE")));
+    }
 }

@@ -197,3 +197,58 @@ async fn kill_listeners(url: &str) -> usize {
     .unwrap();
     killed.len()
 }
+
+#[tokio::test]
+async fn a_sqlite_deployment_moves_to_postgres() {
+    let Some(url) = fresh_postgres_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("before.db").display());
+    let before = TestServer::start_with(&[("DATABASE_URL", &sqlite)]).await;
+    let mut alice = before.connect(ALICE).await;
+    let mut bob = before.connect(BOB).await;
+    bob.request(|req| ClientFrame::SetName { req, name: Some("Bob".into()) }).await;
+    alice.request(|req| ClientFrame::Join { req, room: "ops".into() }).await;
+    for i in 0..30 {
+        alice.post("general", &format!("general {i}")).await;
+        bob.post("general", &format!("reply {i}")).await;
+    }
+    alice.post("ops", "only alice here").await;
+    let history = alice.history_pages("general", 200).await;
+    drop((alice, bob));
+    before.stop().await;
+
+    let copy = |to: String| {
+        let from = sqlite.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_roomz"))
+                .args(["copy-database", "--from", &from, "--to", &to])
+                .env_clear()
+                .output()
+                .unwrap()
+        })
+    };
+    let out = copy(url.clone()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("copied 2 users, 2 rooms, 3 memberships, 61 messages"), "{said}");
+
+    // The same users, rooms, names and history on PostgreSQL; new messages go on from there.
+    let after = TestServer::node(&url).await;
+    let mut alice = after.connect(ALICE).await;
+    assert_eq!(alice.history_pages("general", 200).await, history);
+    let ServerFrame::Welcome { rooms, .. } = alice.welcome.clone().unwrap() else { panic!() };
+    let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["general", "ops"]);
+    assert_eq!(history[0].0.last().unwrap().name.as_deref(), Some("Bob"));
+    // (A fresh id: the copied messages hold this client's first ids already.)
+    let id = "first-on-postgres".to_owned();
+    let text = "first on postgres".to_owned();
+    alice.send(&ClientFrame::Send { room: "general".into(), id: id.clone(), text }).await;
+    assert_eq!(alice.ack(&id).await, 61);
+    alice.request(|req| ClientFrame::Join { req, room: "new-room".into() }).await;
+
+    // A second copy into a database in use is refused.
+    let again = copy(url).await.unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already has 2 users"));
+}

@@ -8,6 +8,7 @@
 //! - `redeem_magic_link` succeeds at most once per token, across all callers.
 //! - `record_link_request` counts atomically: N concurrent requests never exceed the limit.
 
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 
