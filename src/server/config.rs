@@ -551,7 +551,10 @@ fn database(
             .map(|(scheme, _)| scheme)
             .filter(|s| s.len() <= 20 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'));
         let got = scheme.map(|s| format!(" (this one starts with {s}:)")).unwrap_or_default();
-        return Err(ConfigError::new(format!("DATABASE_URL must start with sqlite:{got}"), hint));
+        return Err(ConfigError::new(
+            format!("DATABASE_URL must start with sqlite: or postgres:{got}"),
+            hint,
+        ));
     };
     if rest.is_empty()
         || rest.contains(":memory:")

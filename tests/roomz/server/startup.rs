@@ -98,7 +98,15 @@ async fn each_configuration_error_names_the_problem_and_the_fix() {
         ),
         (
             vec![("DATABASE_URL", Some("mysql://db/roomz"))],
-            "Error: DATABASE_URL must start with sqlite:",
+            "Error: DATABASE_URL must start with sqlite: or postgres: (this one starts with mysql:)",
+        ),
+        (
+            vec![("DATABASE_URL", Some("postgres://roomz:hunter2@db"))],
+            "Error: DATABASE_URL must name the PostgreSQL server and the database",
+        ),
+        (
+            vec![("DATABASE_POOL_SIZE", Some("many"))],
+            "Error: DATABASE_POOL_SIZE",
         ),
         (
             vec![("DATABASE_URL", Some("sqlite::memory:"))],
@@ -217,6 +225,7 @@ async fn help_lists_every_variable() {
         "ROOMZ_PUBLIC_URL",
         "ROOMZ_COOKIE_SECURE",
         "DATABASE_URL",
+        "DATABASE_POOL_SIZE",
         "--bind",
         "RESEND_BASE_URL",
         "RESEND_RATE_LIMIT",
