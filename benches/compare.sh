@@ -57,3 +57,18 @@ idle=$(( $(ulimit -n) - 1000 ))
 cargo bench --bench load -- idle --clients "$idle" 2>/dev/null | grep '^roomz'
 cargo bench --bench tui 2>/dev/null | grep -v '^$'
 echo '```'
+echo
+echo '### roomz on PostgreSQL, one node and two'
+echo
+echo "The same fan-out rows, each client on node i mod N, on a throwaway PostgreSQL server on"
+echo "this machine (\`.ci/with-postgres\`); roomz's CPU only (PostgreSQL's is not counted)."
+echo
+for nodes in 1 2; do
+  .ci/with-postgres bash -c 'LOAD_POSTGRES=$POSTGRES_URL LOAD_NODES='"$nodes"' cargo bench --bench load -- rows --seconds '"$seconds"' 2>/dev/null'
+  echo
+done
+echo '```'
+for nodes in 1 2; do
+  .ci/with-postgres bash -c 'LOAD_POSTGRES=$POSTGRES_URL LOAD_NODES='"$nodes"' cargo bench --bench load -- ingest --window 4 2>/dev/null' | grep '^roomz'
+done
+echo '```'

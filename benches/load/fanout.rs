@@ -184,7 +184,7 @@ async fn connect(
     match target.kind {
         Kind::Roomz => {
             let (mut frames, mut writer) =
-                wire::connect(target.addr, "/ws", &target.session(i)).await?;
+                wire::connect(target.addr(i), "/ws", &target.session(i)).await?;
             let mut out = Vec::new();
             wire::text_frame(&mut out, br#"{"type":"hello","v":1}"#);
             wire::text_frame(
@@ -207,7 +207,7 @@ async fn connect(
             Ok((Reader::Ws(frames), writer))
         }
         Kind::Irc => {
-            let stream = TcpStream::connect(target.addr).await?;
+            let stream = TcpStream::connect(target.addr(i)).await?;
             stream.set_nodelay(true)?;
             let (read, mut writer) = stream.into_split();
             let mut lines = BufReader::with_capacity(16 * 1024, read);

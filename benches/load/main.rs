@@ -94,6 +94,12 @@ enum Workload {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// The fan-out rows of the comparison for roomz alone, as `LOAD_POSTGRES` and
+    /// `LOAD_NODES` set it up, as a table.
+    Rows {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 /// The fan-out rows of the comparison: clients, rooms, deliveries per second.
@@ -132,7 +138,7 @@ async fn main() {
             let target = Target::roomz(clients, None).await;
             let (rate, latencies) =
                 others::ingest(&target, clients, window, Duration::from_secs(seconds)).await;
-            println!("{}", ingest_line(clients, window, rate, &latencies));
+            println!("{}", ingest_line(&name(&target), clients, window, rate, &latencies));
         }
         Workload::History { messages, requests } => {
             let fill = move |path: &std::path::Path| others::fill_history(path, messages);
@@ -155,6 +161,7 @@ async fn main() {
             );
         }
         Workload::Compare { seconds } => compare(seconds).await,
+        Workload::Rows { seconds } => rows(seconds).await,
     }
 }
 
@@ -177,10 +184,13 @@ async fn start(server: Server, users: usize) -> Target {
     }
 }
 
-fn name(target: &Target) -> &'static str {
+fn name(target: &Target) -> String {
     match target.kind {
-        Kind::Roomz => "roomz",
-        Kind::Irc => "InspIRCd",
+        Kind::Roomz if std::env::var_os("LOAD_POSTGRES").is_some() => {
+            format!("roomz on PostgreSQL, {} node(s)", target.node_count())
+        }
+        Kind::Roomz => "roomz".to_owned(),
+        Kind::Irc => "InspIRCd".to_owned(),
     }
 }
 
@@ -215,9 +225,15 @@ fn idle_line(target: &Target, clients: usize, before: u64, after: u64) -> String
     )
 }
 
-fn ingest_line(clients: usize, window: usize, rate: f64, latencies: &Latencies) -> String {
+fn ingest_line(
+    name: &str,
+    clients: usize,
+    window: usize,
+    rate: f64,
+    latencies: &Latencies,
+) -> String {
     format!(
-        "roomz: ingest, {clients} clients x {window} in flight: {rate:.0} acknowledged messages/s, \
+        "{name}: ingest, {clients} clients x {window} in flight: {rate:.0} acknowledged messages/s, \
          ack latency p50/p99/p99.9/max {} ms",
         latencies.summary()
     )
@@ -238,6 +254,44 @@ fn storm_line(clients: usize, rooms: usize, backlog: usize, took: Duration) -> S
     )
 }
 
+/// The label of a fan-out row.
+fn row_label(clients: usize, rooms: usize, deliveries: f64) -> String {
+    format!(
+        "{clients} clients in rooms of {}, {:.0}k deliveries/s",
+        clients / rooms,
+        deliveries / 1000.0
+    )
+}
+
+/// The table cells of one fan-out outcome: latencies, the share delivered, CPU per delivery.
+fn cells(outcome: &fanout::Outcome) -> [String; 3] {
+    let share = 100.0 * outcome.delivered as f64 / outcome.expected.max(1) as f64;
+    let per = outcome.cpu.as_secs_f64() * 1e6 / outcome.delivered.max(1) as f64;
+    [outcome.latencies.summary(), format!("{share:.2}%"), format!("{per:.2} us")]
+}
+
+/// Runs the fan-out rows on roomz alone and prints them as markdown.
+async fn rows(seconds: u64) {
+    let mut table = vec![
+        "| workload | p50/p99/p99.9/max (ms) | delivered | roomz CPU/delivery |".to_owned(),
+        "|---|---|---|---|".to_owned(),
+    ];
+    let mut label = String::new();
+    for (clients, rooms, deliveries) in ROWS {
+        let spec = spec(clients, rooms, deliveries, seconds, 3);
+        let target = start(Server::Roomz, clients).await;
+        let outcome = fanout::run(&target, spec).await;
+        eprintln!("{}", fanout_line(&target, &spec, &outcome));
+        label = name(&target);
+        table.push(format!(
+            "| {} | {} |",
+            row_label(clients, rooms, deliveries),
+            cells(&outcome).join(" | ")
+        ));
+    }
+    println!("{label}:\n\n{}", table.join("\n"));
+}
+
 /// Runs the comparison and prints it as the markdown of docs/performance.md.
 async fn compare(seconds: u64) {
     let mut table = vec![
@@ -246,22 +300,14 @@ async fn compare(seconds: u64) {
     ];
     for (clients, rooms, deliveries) in ROWS {
         let spec = spec(clients, rooms, deliveries, seconds, 3);
-        let mut cells = vec![format!(
-            "{clients} clients in rooms of {}, {:.0}k deliveries/s",
-            clients / rooms,
-            deliveries / 1000.0
-        )];
+        let mut row = vec![row_label(clients, rooms, deliveries)];
         for server in [Server::Roomz, Server::Inspircd] {
             let target = start(server, clients).await;
             let outcome = fanout::run(&target, spec).await;
             eprintln!("{}", fanout_line(&target, &spec, &outcome));
-            let share = 100.0 * outcome.delivered as f64 / outcome.expected.max(1) as f64;
-            let per = outcome.cpu.as_secs_f64() * 1e6 / outcome.delivered.max(1) as f64;
-            cells.push(outcome.latencies.summary());
-            cells.push(format!("{share:.2}%"));
-            cells.push(format!("{per:.2} us"));
+            row.extend(cells(&outcome));
         }
-        table.push(format!("| {} |", cells.join(" | ")));
+        table.push(format!("| {} |", row.join(" | ")));
     }
     let mut idle = vec!["memory per idle connection (10,000 clients)".to_owned()];
     for server in [Server::Roomz, Server::Inspircd] {

@@ -16,7 +16,7 @@ type Connection = (FrameReader, tokio::net::tcp::OwnedWriteHalf);
 
 /// Connects user `i` and says hello (with `since`, when given); returns after `synced`.
 async fn greeted(target: &Target, i: usize, since: &str) -> std::io::Result<Connection> {
-    let (mut frames, mut writer) = wire::connect(target.addr, "/ws", &target.session(i)).await?;
+    let (mut frames, mut writer) = wire::connect(target.addr(i), "/ws", &target.session(i)).await?;
     let mut out = Vec::new();
     wire::text_frame(
         &mut out,
@@ -91,7 +91,7 @@ async fn irc_registered(
     i: usize,
 ) -> std::io::Result<tokio::io::BufReader<tokio::net::TcpStream>> {
     use tokio::io::AsyncBufReadExt;
-    let mut stream = tokio::net::TcpStream::connect(target.addr).await?;
+    let mut stream = tokio::net::TcpStream::connect(target.addr(i)).await?;
     stream.write_all(format!("NICK i{i}\r\nUSER i{i} 0 * :idle\r\n").as_bytes()).await?;
     let mut reader = tokio::io::BufReader::new(stream);
     let mut line = String::new();
@@ -338,7 +338,7 @@ async fn greeted_counting(
     since: &str,
     expected: usize,
 ) -> std::io::Result<Connection> {
-    let (mut frames, mut writer) = wire::connect(target.addr, "/ws", &target.session(i)).await?;
+    let (mut frames, mut writer) = wire::connect(target.addr(i), "/ws", &target.session(i)).await?;
     let mut out = Vec::new();
     wire::text_frame(
         &mut out,

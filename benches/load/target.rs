@@ -20,13 +20,18 @@ pub enum Kind {
     Irc,
 }
 
-/// A running server under test.
+/// A running server under test: one process, or several nodes of roomz on one database.
 pub struct Target {
     pub kind: Kind,
-    pub addr: SocketAddr,
-    child: Child,
+    nodes: Vec<Node>,
     _dir: tempfile::TempDir,
     keys: SessionKeys,
+}
+
+/// One server process.
+struct Node {
+    addr: SocketAddr,
+    child: Child,
     log: Log,
 }
 
@@ -35,59 +40,48 @@ pub fn email(i: usize) -> String {
     format!("u{i}@load.test")
 }
 
+/// Where roomz keeps its data in a run: a new SQLite file, or with `LOAD_POSTGRES` (the URL
+/// of any database on a PostgreSQL server) a new database on that server. `LOAD_NODES`
+/// starts that many nodes on it.
+async fn database(dir: &Path) -> String {
+    let Ok(base) = std::env::var("LOAD_POSTGRES") else {
+        return format!("sqlite:{}", dir.join("load.db").display());
+    };
+    use sqlx::Connection;
+    let name = format!("roomz_load_{}", roomz::server::cluster::new_node_id());
+    let mut admin = sqlx::PgConnection::connect(&base).await.expect("LOAD_POSTGRES answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("a new database");
+    let mut url = url::Url::parse(&base).expect("LOAD_POSTGRES is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
 impl Target {
-    /// Starts `roomz serve` for `users` users; `prepare` may fill the database first.
+    /// Starts `roomz serve` for `users` users (`LOAD_NODES` nodes of it on PostgreSQL);
+    /// `prepare` may fill a SQLite database first.
     pub async fn roomz(users: usize, prepare: Option<&dyn Fn(&Path)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = dir.path().join("load.db");
+        let database = database(dir.path()).await;
         if let Some(prepare) = prepare {
-            prepare(&db);
+            assert!(database.starts_with("sqlite:"), "this workload fills a SQLite database");
+            prepare(&dir.path().join("load.db"));
         }
         // The allow-list of thousands goes in .env: the environment has a size limit.
         let mut env = std::fs::File::create(dir.path().join(".env")).expect(".env");
         let emails: Vec<String> = (0..users).map(email).collect();
         writeln!(env, "ALLOWED_EMAILS={}", emails.join(",")).expect("write .env");
-        // LOAD_WRAP runs the server under a profiler, named by its full path (the server's
-        // environment is cleared), for example
-        // LOAD_WRAP="/usr/bin/valgrind --tool=massif --massif-out-file=/tmp/roomz.massif".
-        let wrap = std::env::var("LOAD_WRAP").unwrap_or_default();
-        let mut words = wrap.split_whitespace();
-        let mut command = match words.next() {
-            Some(program) => {
-                let mut command = Command::new(program);
-                command.args(words).arg(env!("CARGO_BIN_EXE_roomz"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_roomz")),
-        };
-        command
-            .arg("serve")
-            .current_dir(dir.path())
-            .env_clear()
-            .env("HOME", dir.path())
-            .env("JWT_SECRET_KEY", SECRET)
-            .env("DATABASE_URL", format!("sqlite:{}", db.display()))
-            .env("ROOMZ_BIND", "127.0.0.1:0")
-            .env("ROOMZ_MESSAGES_PER_SECOND", "1000000")
-            .env("ROOMZ_MESSAGE_BURST", "1000000")
-            .env(
-                "RUST_LOG",
-                "warn,roomz::server=info,roomz::server::ws=warn,roomz::server::auth=warn",
-            );
-        // Settings of the server's runtime can be passed through for experiments.
-        for name in ["TOKIO_WORKER_THREADS"] {
-            if let Ok(value) = std::env::var(format!("LOAD_{name}")) {
-                command.env(name, value);
-            }
+        let count: usize =
+            std::env::var("LOAD_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
+        assert!(count == 1 || !database.starts_with("sqlite:"), "LOAD_NODES needs LOAD_POSTGRES");
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            nodes.push(roomz_node(dir.path(), &database));
         }
-        let listening = |line: &str| -> Option<SocketAddr> {
-            let at = line.find("roomz serve: listening")?;
-            line[at..].split_whitespace().find_map(|w| w.strip_prefix("addr="))?.parse().ok()
-        };
-        let (child, log, addr) = spawn(command, Some(&listening));
-        let addr = addr.expect("spawn returns the address it waited for");
         let keys = SessionKeys::new(&Secret::new(SECRET), 1);
-        Self { kind: Kind::Roomz, addr, child, _dir: dir, keys, log }
+        Self { kind: Kind::Roomz, nodes, _dir: dir, keys }
     }
 
     /// Starts InspIRCd with flood limits out of the way.
@@ -113,7 +107,8 @@ impl Target {
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 let keys = SessionKeys::new(&Secret::new(SECRET), 1);
-                return Self { kind: Kind::Irc, addr, child, _dir: dir, keys, log };
+                let nodes = vec![Node { addr, child, log }];
+                return Self { kind: Kind::Irc, nodes, _dir: dir, keys };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -123,48 +118,108 @@ impl Target {
         );
     }
 
+    /// The address client `i` connects to: the nodes take turns.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i % self.nodes.len()].addr
+    }
+
+    /// How many server processes serve the run.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// A session for user `i`, as `roomz token` would sign it.
     pub fn session(&self, i: usize) -> String {
         self.keys.issue(&email(i), chrono::Utc::now().timestamp_millis()).0
     }
 
-    /// CPU time the server used so far.
+    /// CPU time the servers used so far, together.
     pub fn cpu(&self) -> Duration {
-        cpu_of(&format!("/proc/{}/stat", self.child.id()))
+        self.nodes.iter().map(|n| cpu_of(&format!("/proc/{}/stat", n.child.id()))).sum()
     }
 
-    /// The server's resident memory, in bytes.
+    /// The servers' resident memory, together, in bytes.
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
+        self.nodes.iter().map(|n| rss_of(n.child.id())).sum()
     }
 
-    /// The last lines the server logged (for a report when something went wrong).
+    /// The last lines the servers logged (for a report when something went wrong).
     pub fn recent_log(&self) -> Vec<String> {
-        self.log.lock().expect("no thread panicked holding the lock").clone()
+        self.nodes
+            .iter()
+            .flat_map(|n| n.log.lock().expect("no thread panicked holding the lock").clone())
+            .collect()
     }
 }
 
-impl Drop for Target {
-    /// Stops the server the way an operator would (SIGTERM, so a profiler it runs under
-    /// writes its report), and kills it if it does not end in time.
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+/// Starts one `roomz serve` in `dir` (which holds the `.env` with the allow-list).
+fn roomz_node(dir: &Path, database: &str) -> Node {
+    // LOAD_WRAP runs the server under a profiler, named by its full path (the server's
+    // environment is cleared), for example
+    // LOAD_WRAP="/usr/bin/valgrind --tool=massif --massif-out-file=/tmp/roomz.massif".
+    let wrap = std::env::var("LOAD_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(env!("CARGO_BIN_EXE_roomz"));
+            command
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        None => Command::new(env!("CARGO_BIN_EXE_roomz")),
+    };
+    command
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("HOME", dir)
+        .env("JWT_SECRET_KEY", SECRET)
+        .env("DATABASE_URL", database)
+        .env("ROOMZ_BIND", "127.0.0.1:0")
+        .env("ROOMZ_MESSAGES_PER_SECOND", "1000000")
+        .env("ROOMZ_MESSAGE_BURST", "1000000")
+        .env("RUST_LOG", "warn,roomz::server=info,roomz::server::ws=warn,roomz::server::auth=warn");
+    // Settings of the server's runtime can be passed through for experiments.
+    for name in ["TOKIO_WORKER_THREADS"] {
+        if let Ok(value) = std::env::var(format!("LOAD_{name}")) {
+            command.env(name, value);
+        }
+    }
+    let listening = |line: &str| -> Option<SocketAddr> {
+        let at = line.find("roomz serve: listening")?;
+        line[at..].split_whitespace().find_map(|w| w.strip_prefix("addr="))?.parse().ok()
+    };
+    let (child, log, addr) = spawn(command, Some(&listening));
+    Node { addr: addr.expect("spawn returns the address it waited for"), child, log }
+}
+
+/// The resident memory of a process, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+impl Drop for Target {
+    /// Stops the servers the way an operator would (SIGTERM, so a profiler they run under
+    /// writes its report), and kills those that do not end in time.
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            let _ = Command::new("kill").args(["-TERM", &node.child.id().to_string()]).status();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for node in &mut self.nodes {
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = node.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
     }
 }
 

@@ -104,10 +104,7 @@ async fn each_configuration_error_names_the_problem_and_the_fix() {
             vec![("DATABASE_URL", Some("postgres://roomz:hunter2@db"))],
             "Error: DATABASE_URL must name the PostgreSQL server and the database",
         ),
-        (
-            vec![("DATABASE_POOL_SIZE", Some("many"))],
-            "Error: DATABASE_POOL_SIZE",
-        ),
+        (vec![("DATABASE_POOL_SIZE", Some("many"))], "Error: DATABASE_POOL_SIZE"),
         (
             vec![("DATABASE_URL", Some("sqlite::memory:"))],
             "Error: DATABASE_URL must name a database file",
