@@ -535,8 +535,10 @@ fn database(
         let parsed = Url::parse(&raw).map_err(|e| {
             ConfigError::new(format!("DATABASE_URL is not a usable PostgreSQL URL ({e})"), hint)
         })?;
-        if parsed.host_str().is_none_or(str::is_empty) || parsed.path().trim_matches('/').is_empty()
-        {
+        // The server is the URL's host, or a `host=` option (a Unix socket's folder).
+        let no_host = parsed.host_str().is_none_or(str::is_empty)
+            && !parsed.query_pairs().any(|(key, _)| key == "host");
+        if no_host || parsed.path().trim_matches('/').is_empty() {
             return Err(ConfigError::new(
                 "DATABASE_URL must name the PostgreSQL server and the database",
                 hint,

@@ -494,6 +494,19 @@ impl Hub {
         }
     }
 
+    /// The users with at least one open connection.
+    pub fn users(&self) -> Vec<String> {
+        self.read().users.keys().map(|email| email.to_string()).collect()
+    }
+
+    /// The rooms the connections of `email` listen to.
+    pub fn rooms_of_user(&self, email: &str) -> Vec<Arc<str>> {
+        let inner = self.read();
+        let conn = inner.users.get(email).and_then(|sessions| sessions.first());
+        conn.map(|c| c.rooms.lock().expect("room set lock").iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether the user has at least one open connection.
     pub fn is_online(&self, email: &str) -> bool {
         self.read().users.contains_key(email)

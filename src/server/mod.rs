@@ -141,8 +141,7 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         DatabaseConfig::Postgres { url, pool_size } => {
             let node = cluster::new_node_id();
             let store = PgStore::open(url.expose(), *pool_size, node.clone()).await?;
-            let cluster = Cluster::shared(node, store.pool().clone(), url.expose().to_owned());
-            cluster.heartbeat(options.clock.now_ms()).await.map_err(StoreError::from)?;
+            let cluster = Cluster::shared(node, store.pool().clone(), url.clone());
             (Arc::new(store), cluster)
         }
     };
@@ -192,6 +191,8 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         config,
     }));
 
+    // A node is in the node list before its first connection says who is online on it.
+    state.cluster.heartbeat(&state).await.map_err(StoreError::from)?;
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let listener = listener.tap_io(|tcp| {
         // Chat frames are small: send each at once instead of waiting to fill a packet.
@@ -252,7 +253,7 @@ async fn heartbeat_periodically(state: AppState) {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
             _ = every.tick() => {
-                if let Err(error) = state.cluster.heartbeat(state.clock.now_ms()).await {
+                if let Err(error) = state.cluster.heartbeat(&state).await {
                     tracing::warn!(%error, "cluster: the heartbeat failed");
                 }
             }

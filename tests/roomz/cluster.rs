@@ -250,5 +250,41 @@ async fn a_sqlite_deployment_moves_to_postgres() {
     // A second copy into a database in use is refused.
     let again = copy(url).await.unwrap();
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already has 2 users"));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("already holds 1 running node"), "{said}");
+}
+
+#[tokio::test]
+async fn the_users_of_a_node_that_stopped_answering_go_offline() {
+    let Some((url, a, _b)) = two_nodes().await else { return };
+    let mut alice = a.connect(ALICE).await;
+    let carol_went = |f: &ServerFrame| match f {
+        ServerFrame::Presence { email, online: false, .. } if email == crate::support::CAROL => {
+            Some(())
+        }
+        _ => None,
+    };
+    // Carol has been here (she is a member of general), and left.
+    drop(a.connect(crate::support::CAROL).await);
+    alice.wait_for(carol_went).await;
+
+    // A node that crashed with carol on it: its last word long ago.
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO nodes (id, seen_at) VALUES ('crashed', 0)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO presence (node, email) VALUES ('crashed', $1)")
+        .bind(crate::support::CAROL)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // The next heartbeat of a live node forgets it, and says carol went offline.
+    alice.wait_for(carol_went).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes WHERE id = 'crashed'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }

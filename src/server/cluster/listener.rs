@@ -1,9 +1,10 @@
 //! The listening side of a node: one connection of its own that `LISTEN`s on the channel,
 //! and hands every notice from another node to this node's hub. Messages are fetched once
-//! per room and fanned out like local ones. When the connection drops, it connects again,
-//! listens, and only then reads where every room this node serves stands, so nothing
-//! committed while it was away is missed (the writers fill any gap from the store, and skip
-//! what they already sent).
+//! per room and fanned out like local ones. When the connection drops, or goes silent (the
+//! node's own heartbeat notice stops coming back, as on a connection a firewall dropped
+//! without a word), it connects again, listens, and only then reads where every room this
+//! node serves stands and which rooms its users are in, so nothing committed while it was
+//! away is missed (the writers fill any gap from the store, and skip what they sent).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,9 @@ const FETCH_PAGE: u32 = 500;
 const DRAIN_MAX: usize = 1024;
 /// Longest wait between two attempts to connect again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Silence after which the listening connection counts as lost: the node's own heartbeat
+/// notice comes every few seconds.
+const SILENCE: Duration = Duration::from_secs(4 * super::HEARTBEAT_EVERY.as_secs());
 
 /// Runs until the server shuts down.
 pub async fn run(state: AppState) {
@@ -45,15 +49,25 @@ pub async fn run(state: AppState) {
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
         // Listening now: what committed before is read here, what commits after is told.
         if let Err(error) = catch_up(&state, &peers).await {
-            tracing::warn!(%error, "cluster: catching up after connecting failed");
+            tracing::warn!(%error, "cluster: catching up after connecting failed; connecting again");
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
         }
+        backoff = Duration::from_millis(100);
         loop {
             let received = tokio::select! {
                 () = state.shutdown.cancelled() => return,
-                received = listener.try_recv() => received,
+                received = tokio::time::timeout(SILENCE, listener.try_recv()) => received,
+            };
+            let Ok(received) = received else {
+                tracing::warn!("cluster: the listening connection went silent; connecting again");
+                break;
             };
             match received {
                 Ok(Some(first)) => {
@@ -79,7 +93,7 @@ pub async fn run(state: AppState) {
 }
 
 async fn listen(peers: &Peers) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect(&peers.url).await.map_err(redact)?;
+    let mut listener = PgListener::connect(peers.url.expose()).await.map_err(redact)?;
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }
@@ -112,17 +126,19 @@ async fn handle(state: &AppState, peers: &Peers, batch: &[PgNotification]) {
                 let range = ranges.entry(room).or_insert((first, last));
                 *range = (range.0.min(first), range.1.max(last));
             }
+            Notice::Alive => {}
             other => others.push(other),
         }
     }
-    let fetches = ranges.iter().map(|(room, (first, last))| fan_out(state, room, *first, *last));
-    for result in join_all(fetches).await {
-        if let Err(error) = result {
-            // The writers fill the gap from the store when the room's next message comes;
-            // until then, this is what the log says.
+    let fetches = ranges.iter().map(|(room, (first, last))| async move {
+        if let Err(error) = fan_out(state, room, *first, *last).await {
+            // Each writer reads what it misses from the store itself (and a writer that
+            // cannot either closes, and its client catches up on reconnecting).
             tracing::warn!(%error, "cluster: messages of another node could not be fetched");
+            state.hub.sync(room, *last);
         }
-    }
+    });
+    join_all(fetches).await;
     for notice in others {
         if let Err(error) = apply(state, notice).await {
             tracing::warn!(%error, "cluster: a notice could not be applied");
@@ -156,16 +172,12 @@ async fn fan_out(state: &AppState, room: &str, first: Seq, last: Seq) -> Result<
 /// Applies one notice that is not about messages.
 async fn apply(state: &AppState, notice: Notice) -> Result<(), StoreError> {
     match notice {
-        Notice::Messages { .. } => {}
-        Notice::Presence { email, online } => {
-            let rooms: Vec<Arc<str>> = state
-                .store
-                .rooms_of(&email)
-                .await?
-                .into_iter()
-                .map(|r| Arc::from(r.name.as_str()))
-                .collect();
-            state.hub.announce_presence(&email, &rooms, online);
+        Notice::Messages { .. } | Notice::Alive => {}
+        Notice::Presence { email, .. } => {
+            // As the database says now: notices from two nodes may arrive out of order.
+            let elsewhere = state.cluster.online_elsewhere(std::slice::from_ref(&email)).await?;
+            let online = state.hub.is_online(&email) || !elsewhere.is_empty();
+            super::announce_here(state, &email, online).await;
         }
         Notice::Name { email } => {
             let name = state.store.display_name(&email).await?;
@@ -176,6 +188,8 @@ async fn apply(state: &AppState, notice: Notice) -> Result<(), StoreError> {
             state.hub.send_to_user(&email, &ServerFrame::Read { room, seq });
         }
         Notice::Joined { email, room, newly } => {
+            // As in `hello`: not between its reading the rooms and its listening.
+            let _membership = state.membership.lock(&email).await;
             let summary = state.store.rooms_of(&email).await?.into_iter().find(|r| r.name == room);
             let Some(summary) = summary else {
                 return Ok(());
@@ -188,15 +202,36 @@ async fn apply(state: &AppState, notice: Notice) -> Result<(), StoreError> {
             state.hub.joined_elsewhere(&email, summary, member);
         }
         Notice::Left { email, room, announce } => {
+            let _membership = state.membership.lock(&email).await;
             state.hub.left_elsewhere(&email, &room, announce);
         }
     }
     Ok(())
 }
 
+/// Makes the rooms each user here follows match the database (a join or a leave made on
+/// another node while this one was not listening).
+async fn reconcile_memberships(state: &AppState) -> Result<(), StoreError> {
+    for email in state.hub.users() {
+        let _membership = state.membership.lock(&email).await;
+        let stored = state.store.rooms_of(&email).await?;
+        let followed = state.hub.rooms_of_user(&email);
+        for summary in &stored {
+            if !followed.iter().any(|r| **r == *summary.name) {
+                state.hub.joined_elsewhere(&email, summary.clone(), None);
+            }
+        }
+        for room in followed.iter().filter(|r| !stored.iter().any(|s| *s.name == ***r)) {
+            state.hub.left_elsewhere(&email, room, false);
+        }
+    }
+    Ok(())
+}
+
 /// After (re)connecting: every room this node serves is brought up to where the database
-/// says it is, and the display names it remembers are read again.
-async fn catch_up(state: &AppState, peers: &Peers) -> Result<(), sqlx::Error> {
+/// says it is, its users' rooms and the display names it remembers are read again.
+async fn catch_up(state: &AppState, peers: &Peers) -> Result<(), StoreError> {
+    reconcile_memberships(state).await?;
     let rooms: Vec<String> = state.hub.rooms().iter().map(|r| r.to_string()).collect();
     if !rooms.is_empty() {
         let rows = sqlx::query("SELECT name, last_seq FROM rooms WHERE name = ANY($1)")

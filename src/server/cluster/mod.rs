@@ -6,7 +6,9 @@
 //! whatever it may have missed.
 //!
 //! Presence across nodes: each node keeps a row per user it has connections for, and says
-//! it is alive every few seconds; a user is online while a live node has a row for them.
+//! it is alive every few seconds (by the database's clock); a user is online while a live
+//! node has a row for them. A node not heard from for 30 seconds is removed by the next
+//! heartbeat of another, which takes its users offline everywhere.
 //!
 //! A single node on SQLite has no cluster: every call here is then a no-op (or asks only
 //! the local hub).
@@ -18,10 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::protocol::{Millis, Seq};
+use crate::server::config::Secret;
 use crate::server::hub::Hub;
+use crate::server::state::AppState;
 
 /// The notification channel every node listens on.
 pub const CHANNEL: &str = "roomz";
@@ -30,8 +34,6 @@ pub const CHANNEL: &str = "roomz";
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A node not heard from for this long counts as gone (its users as offline).
 const NODE_TIMEOUT_MS: Millis = 30_000;
-/// Rows of nodes gone this long are deleted.
-const NODE_FORGOTTEN_MS: Millis = 10 * 60 * 1000;
 
 /// This node's name among the nodes: random, new at every start.
 pub type NodeId = Arc<str>;
@@ -68,6 +70,9 @@ pub enum Notice {
     /// The user left `room`; `announce` when they were a member.
     #[serde(rename = "l")]
     Left { email: String, room: String, announce: bool },
+    /// The sending node is alive (its own listener counts on hearing it).
+    #[serde(rename = "a")]
+    Alive,
 }
 
 #[derive(Serialize)]
@@ -96,6 +101,9 @@ pub fn parse(payload: &str) -> Option<(String, Notice)> {
     serde_json::from_str::<Incoming>(payload).ok().map(|i| (i.node, i.notice))
 }
 
+/// The database's clock, in milliseconds: every node's liveness is judged by one clock.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 /// This node's part in the cluster, or nothing for a single node.
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
@@ -107,8 +115,8 @@ pub struct Cluster {
 pub struct Peers {
     pub node: NodeId,
     pub pool: PgPool,
-    /// The database URL, for the listener's own connection.
-    pub url: String,
+    /// The database URL, for the listener's own connection (it may hold a password).
+    pub url: Secret,
 }
 
 impl Cluster {
@@ -118,7 +126,7 @@ impl Cluster {
     }
 
     /// A node of a cluster on this database.
-    pub fn shared(node: NodeId, pool: PgPool, url: String) -> Self {
+    pub fn shared(node: NodeId, pool: PgPool, url: Secret) -> Self {
         Self { peers: Some(Arc::new(Peers { node, pool, url })) }
     }
 
@@ -132,8 +140,8 @@ impl Cluster {
         self.peers.is_some()
     }
 
-    /// Tells the other nodes. Best effort: a notice lost here is soft state (a name, a
-    /// marker, presence) that the next connection reads from the store anyway.
+    /// Tells the other nodes. Best effort: what a lost notice carried is read again from
+    /// the database after the listener reconnects, or by the clients when they do.
     pub async fn tell(&self, notice: Notice) {
         let Some(peers) = &self.peers else {
             return;
@@ -148,23 +156,69 @@ impl Cluster {
         }
     }
 
-    /// Says this node is alive (and joins the cluster the first time).
-    pub async fn heartbeat(&self, now: Millis) -> Result<(), sqlx::Error> {
+    /// Every few seconds: says this node is alive (and tells its own listener, which
+    /// counts silence), makes the database's list of who is online here match this node,
+    /// and takes offline the users of nodes that stopped saying they are alive.
+    pub async fn heartbeat(&self, state: &AppState) -> Result<(), sqlx::Error> {
         let Some(peers) = &self.peers else {
             return Ok(());
         };
-        sqlx::query(
-            "INSERT INTO nodes (id, seen_at) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at",
-        )
+        let fresh: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+            "INSERT INTO nodes (id, seen_at) VALUES ($1, {DB_NOW})
+             ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at
+             RETURNING xmax = 0"
+        )))
         .bind(&*peers.node)
-        .bind(now)
-        .execute(&peers.pool)
+        .fetch_one(&peers.pool)
         .await?;
-        sqlx::query("DELETE FROM nodes WHERE seen_at < $1")
-            .bind(now - NODE_FORGOTTEN_MS)
+        let here = state.hub.users();
+        sqlx::query("DELETE FROM presence WHERE node = $1 AND NOT (email = ANY($2))")
+            .bind(&*peers.node)
+            .bind(&here)
             .execute(&peers.pool)
             .await?;
+        sqlx::query(
+            "INSERT INTO presence (node, email) SELECT $1, email FROM UNNEST($2::text[]) AS u(email)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&*peers.node)
+        .bind(&here)
+        .execute(&peers.pool)
+        .await?;
+        if fresh && !here.is_empty() {
+            // This node had been taken for gone: its users are online again.
+            tracing::warn!("cluster: this node was missing from the node list; rejoined");
+            for email in here {
+                self.tell(Notice::Presence { email, online: true }).await;
+            }
+        }
+        self.tell(Notice::Alive).await;
+        self.reap(state).await
+    }
+
+    /// Forgets the nodes not heard from in time; the users who were online only there go
+    /// offline, here and (by a notice) everywhere. One node does it: the delete is atomic.
+    async fn reap(&self, state: &AppState) -> Result<(), sqlx::Error> {
+        let Some(peers) = &self.peers else {
+            return Ok(());
+        };
+        let stranded: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "WITH gone AS (DELETE FROM nodes WHERE seen_at < {DB_NOW} - $1 RETURNING id)
+             SELECT DISTINCT email FROM presence WHERE node IN (SELECT id FROM gone)"
+        )))
+        .bind(NODE_TIMEOUT_MS)
+        .fetch_all(&peers.pool)
+        .await?;
+        if stranded.is_empty() {
+            return Ok(());
+        }
+        let still = self.online_elsewhere(&stranded).await?;
+        for email in stranded.into_iter().filter(|e| !still.contains(e) && !state.hub.is_online(e))
+        {
+            tracing::info!(email = %email, "cluster: offline with the node that stopped");
+            announce_here(state, &email, false).await;
+            self.tell(Notice::Presence { email, online: false }).await;
+        }
         Ok(())
     }
 
@@ -182,14 +236,24 @@ impl Cluster {
         }
     }
 
+    /// After a user's first connection on this node, or their last (`here` false), in a
+    /// cluster: records it, and when that changes their presence everywhere, tells the
+    /// members of their rooms, here through the hub and on the other nodes by a notice.
+    pub async fn present(&self, hub: &Hub, email: &str, rooms: &[Arc<str>], here: bool) {
+        match self.set_present(email, here).await {
+            Ok(true) => {
+                hub.announce_presence(email, rooms, here);
+                self.tell(Notice::Presence { email: email.to_owned(), online: here }).await;
+            }
+            Ok(false) => {}
+            // The next heartbeat writes this node's list again.
+            Err(error) => tracing::warn!(%error, "cluster: presence could not be recorded"),
+        }
+    }
+
     /// Records that `email` has connections on this node (or no longer has), and says
-    /// whether that changed their presence for the whole cluster.
-    pub async fn set_present(
-        &self,
-        email: &str,
-        here: bool,
-        now: Millis,
-    ) -> Result<bool, sqlx::Error> {
+    /// whether they are online nowhere else (so the change is theirs everywhere).
+    async fn set_present(&self, email: &str, here: bool) -> Result<bool, sqlx::Error> {
         let Some(peers) = &self.peers else {
             return Ok(true);
         };
@@ -199,58 +263,38 @@ impl Cluster {
             "DELETE FROM presence WHERE node = $1 AND email = $2"
         };
         sqlx::query(statement).bind(&*peers.node).bind(email).execute(&peers.pool).await?;
-        let elsewhere: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM presence p JOIN nodes n ON n.id = p.node
-             WHERE p.email = $1 AND p.node <> $2 AND n.seen_at > $3",
-        )
-        .bind(email)
-        .bind(&*peers.node)
-        .bind(now - NODE_TIMEOUT_MS)
-        .fetch_one(&peers.pool)
-        .await?;
-        Ok(elsewhere == 0)
-    }
-
-    /// After a user's first connection on this node, or their last (`here` false), in a
-    /// cluster: records it, and when that changes their presence everywhere, tells the
-    /// members of their rooms, here through the hub and on the other nodes by a notice.
-    pub async fn present(
-        &self,
-        hub: &Hub,
-        email: &str,
-        rooms: &[Arc<str>],
-        here: bool,
-        now: Millis,
-    ) {
-        match self.set_present(email, here, now).await {
-            Ok(true) => {
-                hub.announce_presence(email, rooms, here);
-                self.tell(Notice::Presence { email: email.to_owned(), online: here }).await;
-            }
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "cluster: presence could not be recorded"),
-        }
+        Ok(self.online_elsewhere(&[email.to_owned()]).await?.is_empty())
     }
 
     /// Of these users, those with connections on another live node.
     pub async fn online_elsewhere(
         &self,
         emails: &[String],
-        now: Millis,
     ) -> Result<HashSet<String>, sqlx::Error> {
         let Some(peers) = &self.peers else {
             return Ok(HashSet::new());
         };
-        let online: Vec<String> = sqlx::query_scalar(
+        let online: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT DISTINCT p.email FROM presence p JOIN nodes n ON n.id = p.node
-             WHERE p.email = ANY($1) AND p.node <> $2 AND n.seen_at > $3",
-        )
+             WHERE p.email = ANY($1) AND p.node <> $2 AND n.seen_at > {DB_NOW} - $3"
+        )))
         .bind(emails)
         .bind(&*peers.node)
-        .bind(now - NODE_TIMEOUT_MS)
+        .bind(NODE_TIMEOUT_MS)
         .fetch_all(&peers.pool)
         .await?;
         Ok(online.into_iter().collect())
+    }
+}
+
+/// Tells the members of `email`'s rooms on this node that they came online or went.
+pub async fn announce_here(state: &AppState, email: &str, online: bool) {
+    match state.store.rooms_of(email).await {
+        Ok(rooms) => {
+            let rooms: Vec<Arc<str>> = rooms.iter().map(|r| Arc::from(r.name.as_str())).collect();
+            state.hub.announce_presence(email, &rooms, online);
+        }
+        Err(error) => tracing::warn!(%error, "cluster: the rooms of a user could not be read"),
     }
 }
 

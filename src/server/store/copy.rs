@@ -1,8 +1,9 @@
 //! `roomz copy-database`: moves a SQLite deployment onto PostgreSQL. Every table is copied
 //! as it is (users, rooms with their ids and sequences, memberships and read markers,
 //! messages, magic links and the rate-limit records), in one PostgreSQL transaction, into
-//! a database that holds no users yet; then the counts are compared. The servers must be
-//! stopped meanwhile: what they wrote after the copy began would not be copied.
+//! a database that holds no data yet and no running node; then each table's rows are
+//! counted on both sides. The servers must be stopped meanwhile: what they wrote after the
+//! copy began would not be copied (the counts would then differ, and nothing is kept).
 
 use sqlx::{Row, SqlitePool};
 
@@ -29,8 +30,8 @@ pub struct Copied {
 pub enum CopyError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the target database already has {0} users: copy only into a new database")]
-    TargetNotEmpty(i64),
+    #[error("the target database already holds {0}: copy only into a new database")]
+    TargetNotEmpty(String),
     #[error("the copy does not match the source ({0}); nothing was kept")]
     Mismatch(String),
 }
@@ -44,11 +45,18 @@ impl From<sqlx::Error> for CopyError {
 /// Copies everything from `from` into `to`, which must hold no users.
 pub async fn copy(from: &SqliteStore, to: &PgStore) -> Result<Copied, CopyError> {
     let source = from.pool();
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(to.pool()).await?;
-    if users > 0 {
-        return Err(CopyError::TargetNotEmpty(users));
-    }
     let mut tx = to.pool().begin().await?;
+    // Nobody writes the target meanwhile, and it holds nothing yet.
+    sqlx::query("LOCK TABLE users, rooms, room_members, messages, nodes IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let there = count(&mut tx).await?;
+    let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes").fetch_one(&mut *tx).await?;
+    if there != Copied::default() || nodes > 0 {
+        let what =
+            if nodes > 0 { format!("{nodes} running node(s)") } else { format!("{there:?}") };
+        return Err(CopyError::TargetNotEmpty(what));
+    }
     let mut copied = Copied::default();
 
     let rows =
@@ -161,9 +169,10 @@ pub async fn copy(from: &SqliteStore, to: &PgStore) -> Result<Copied, CopyError>
         copied.link_requests += chunk.len() as u64;
     }
 
+    let expected = count_source(source).await?;
     let found = count(&mut tx).await?;
-    if found != copied {
-        return Err(CopyError::Mismatch(format!("copied {copied:?}, found {found:?}")));
+    if found != expected || copied != expected {
+        return Err(CopyError::Mismatch(format!("source {expected:?}, target {found:?}")));
     }
     tx.commit().await?;
     Ok(copied)
@@ -222,20 +231,28 @@ where
     rows.iter().map(|row| row.try_get(name)).collect()
 }
 
+/// Counts the rows of every table (the same SQL on both databases).
+const COUNT_SQL: &str = "SELECT (SELECT count(*) FROM users) AS users,
+        (SELECT count(*) FROM rooms) AS rooms, (SELECT count(*) FROM room_members) AS members,
+        (SELECT count(*) FROM messages) AS messages,
+        (SELECT count(*) FROM magic_links) AS magic_links,
+        (SELECT count(*) FROM link_requests) AS link_requests";
+
 /// The rows of each table in the target, inside the copy's transaction.
 async fn count(tx: &mut sqlx::PgConnection) -> Result<Copied, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM rooms) AS rooms,
-                (SELECT count(*) FROM room_members) AS members,
-                (SELECT count(*) FROM messages) AS messages,
-                (SELECT count(*) FROM magic_links) AS magic_links,
-                (SELECT count(*) FROM link_requests) AS link_requests",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    let get = |name: &str| -> Result<u64, sqlx::Error> {
-        Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
-    };
+    let row = sqlx::query(COUNT_SQL).fetch_one(&mut *tx).await?;
+    counted(|name| row.try_get::<i64, _>(name))
+}
+
+/// The rows of each table in the source.
+async fn count_source(source: &SqlitePool) -> Result<Copied, sqlx::Error> {
+    let row = sqlx::query(COUNT_SQL).fetch_one(source).await?;
+    counted(|name| row.try_get::<i64, _>(name))
+}
+
+fn counted(get: impl Fn(&str) -> Result<i64, sqlx::Error>) -> Result<Copied, sqlx::Error> {
+    let get =
+        |name: &str| -> Result<u64, sqlx::Error> { Ok(u64::try_from(get(name)?).unwrap_or(0)) };
     Ok(Copied {
         users: get("users")?,
         rooms: get("rooms")?,

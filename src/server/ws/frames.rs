@@ -241,7 +241,7 @@ impl Connection {
         let single = !state.cluster.is_shared();
         let first = state.hub.register(&self.conn, welcome.to_json().into(), baselines, single);
         if first && !single {
-            state.cluster.present(&state.hub, email, &names, true, state.clock.now_ms()).await;
+            state.cluster.present(&state.hub, email, &names, true).await;
         }
         self.greeted = true;
         // Removing an address closes its registered connections; one removed while this
@@ -395,10 +395,9 @@ impl Connection {
         let more = page.len() > MEMBERS_PAGE_MAX as usize;
         page.truncate(MEMBERS_PAGE_MAX as usize);
         let emails: Vec<String> = page.iter().map(|(email, _)| email.clone()).collect();
-        let now = self.state.clock.now_ms();
         // Online here, or (in a cluster) on another node.
         let elsewhere =
-            self.state.cluster.online_elsewhere(&emails, now).await.unwrap_or_else(|error| {
+            self.state.cluster.online_elsewhere(&emails).await.unwrap_or_else(|error| {
                 tracing::warn!(%error, "cluster: presence on other nodes could not be read");
                 Default::default()
             });

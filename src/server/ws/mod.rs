@@ -201,8 +201,7 @@ async fn read(
         // As in `hello`: one user's comings and goings on this node, one at a time.
         let _membership = state.membership.lock(&conn.email).await;
         if let Some(rooms) = state.hub.unregister(&conn, false) {
-            let now = state.clock.now_ms();
-            state.cluster.present(&state.hub, &conn.email, &rooms, false, now).await;
+            state.cluster.present(&state.hub, &conn.email, &rooms, false).await;
         }
     } else {
         state.hub.unregister(&conn, true);

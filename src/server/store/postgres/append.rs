@@ -33,16 +33,22 @@ pub async fn append(
                 tx.commit().await?;
                 return Ok(results);
             }
-            // A resend stored by another node between our look and our insert: look again.
-            Err(sqlx::Error::Database(e))
-                if e.kind() == sqlx::error::ErrorKind::UniqueViolation && attempt < ATTEMPTS =>
-            {
+            // A resend stored by another node between our look and our insert, or a deadlock
+            // PostgreSQL broke by failing us: try the batch again.
+            Err(sqlx::Error::Database(e)) if worth_retrying(&*e) && attempt < ATTEMPTS => {
                 tx.rollback().await?;
                 attempt += 1;
             }
             Err(other) => return Err(other.into()),
         }
     }
+}
+
+/// A unique violation (a resend that raced us), a deadlock (40P01) or a serialization
+/// failure (40001): the same batch can succeed when tried again.
+fn worth_retrying(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.kind() == sqlx::error::ErrorKind::UniqueViolation
+        || matches!(error.code().as_deref(), Some("40P01" | "40001"))
 }
 
 /// Where one message of the batch stands while it is planned.

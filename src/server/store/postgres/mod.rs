@@ -89,6 +89,15 @@ fn message_from_row(room: &str, row: &PgRow) -> StoreResult<Message> {
     })
 }
 
+/// Takes a lock on one address until the transaction ends (PostgreSQL 11 or newer).
+async fn lock_address(conn: &mut PgConnection, email: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(email)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Adds `email` to `room` (creating the room) inside the caller's transaction.
 async fn join_in(
     conn: &mut PgConnection,
@@ -209,6 +218,12 @@ impl Store for PgStore {
 
     async fn leave_room(&self, email: &str, room: &str) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
+        // The room's row first, as appends and joins take it: locks in one order never
+        // wait for each other in a circle.
+        sqlx::query("SELECT id FROM rooms WHERE name = $1 FOR UPDATE")
+            .bind(room)
+            .execute(&mut *tx)
+            .await?;
         let removed = sqlx::query(
             "DELETE FROM room_members WHERE email = $1
              AND room_id = (SELECT id FROM rooms WHERE name = $2)",
@@ -319,10 +334,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         // Requests for one address count one at a time, whichever node they reach: without
         // the lock two could both see four and make six.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(email)
-            .execute(&mut *tx)
-            .await?;
+        lock_address(&mut tx, email).await?;
         let times: Vec<i64> = sqlx::query_scalar(
             "SELECT requested_at FROM link_requests WHERE email = $1 AND requested_at > $2
              ORDER BY requested_at",
@@ -356,6 +368,9 @@ impl Store for PgStore {
         expires_at: Millis,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
+        // One address's links are made one at a time on every node, so that the newest
+        // always supersedes the others.
+        lock_address(&mut tx, email).await?;
         sqlx::query("DELETE FROM magic_links WHERE email = $1 AND used_at IS NULL")
             .bind(email)
             .execute(&mut *tx)
