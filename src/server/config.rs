@@ -18,6 +18,7 @@ Environment variables (a .env file in the working directory is read first; real 
 variables win over it):
 
   JWT_SECRET_KEY             required; at least 32 characters (openssl rand -base64 32)
+  JWT_PREVIOUS_SECRET_KEY    the key before a rotation: sessions it signed stay valid
   ALLOWED_EMAILS             required; comma-separated addresses that may log in (may be
                              empty: then nobody can); re-read from .env on SIGHUP
   EMAIL_SENDER               console (default: prints magic links on standard output) or resend
@@ -121,6 +122,8 @@ pub enum AllowListSource {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub jwt_secret: Secret,
+    /// The key before the last rotation: its sessions still verify.
+    pub jwt_previous_secret: Option<Secret>,
     /// Canonical (lowercased) addresses.
     pub allowed_emails: Vec<String>,
     pub allowlist_source: AllowListSource,
@@ -184,6 +187,7 @@ impl Config {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned());
 
         let jwt_secret = jwt_secret(lookup("JWT_SECRET_KEY"))?;
+        let jwt_previous_secret = previous_secret(lookup("JWT_PREVIOUS_SECRET_KEY"), &jwt_secret)?;
         let allowed_emails = allowed_emails(get("ALLOWED_EMAILS"), &mut warnings)?;
         let mailer = mailer(get("EMAIL_SENDER"), get("RESEND_API_KEY"), get("RESEND_BASE_URL"))?;
         // Checked as it is, not trimmed: resend-rs reads the variable itself and takes
@@ -261,6 +265,7 @@ impl Config {
 
         let config = Config {
             jwt_secret,
+            jwt_previous_secret,
             allowed_emails,
             allowlist_source,
             mailer,
@@ -290,6 +295,26 @@ fn jwt_secret(value: Option<String>) -> Result<Secret, ConfigError> {
         return Err(ConfigError::new("JWT_SECRET_KEY must be at least 32 characters", SECRET_HINT));
     }
     Ok(Secret::new(value))
+}
+
+/// The optional previous key: as long as a key must be, and not the current one.
+fn previous_secret(value: Option<String>, current: &Secret) -> Result<Option<Secret>, ConfigError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.chars().count() < 32 {
+        return Err(ConfigError::new(
+            "JWT_PREVIOUS_SECRET_KEY must be at least 32 characters",
+            "set it to the JWT_SECRET_KEY sessions were signed with before the rotation",
+        ));
+    }
+    if value == current.expose() {
+        return Err(ConfigError::new(
+            "JWT_PREVIOUS_SECRET_KEY is the same as JWT_SECRET_KEY",
+            "set it to the key before the rotation, or remove it",
+        ));
+    }
+    Ok(Some(Secret::new(value)))
 }
 
 /// Parses an `ALLOWED_EMAILS` value: comma-separated, trimmed, lowercased, empty entries

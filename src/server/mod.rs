@@ -175,7 +175,8 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         committer,
         names,
         allowlist: AllowList::new(config.allowed_emails.iter().cloned()),
-        sessions: SessionKeys::new(&config.jwt_secret, config.jwt_expiry_days),
+        sessions: SessionKeys::new(&config.jwt_secret, config.jwt_expiry_days)
+            .with_previous(config.jwt_previous_secret.as_ref()),
         mailer,
         clock: options.clock,
         message_rate: TokenBuckets::new(
@@ -217,6 +218,7 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         database = ?state.config.database,
         allowed = state.allowlist.len(),
         mailer = state.mailer.kind(),
+        session_key = state.sessions.kid(),
         "roomz serve: listening"
     );
     Ok(ServerHandle { addr, state, serve, committer: committer_task, committer_stop, pruner })

@@ -199,6 +199,15 @@ impl Stopped {
         TestServer::boot(self.dir, self.clock, self.vars).await
     }
 
+    /// Sets (or, with `None`, removes) a variable for the next start.
+    pub fn with(mut self, name: &str, value: Option<&str>) -> Self {
+        self.vars.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.vars.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
     /// Its store, to fill while it is stopped.
     pub async fn open_store(&self) -> Arc<dyn roomz::server::store::Store> {
         let url = self.vars.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone());

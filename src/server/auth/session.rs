@@ -1,5 +1,10 @@
 //! Sessions: HS256 JWTs with `sub` (the email), `iat`, `exp`, `iss` and `aud`, and the
 //! checks every request and WebSocket makes before it is served.
+//!
+//! Every session names the key that signed it (`kid`, a fingerprint that says nothing of
+//! the key). A previous key (`JWT_PREVIOUS_SECRET_KEY`) still verifies the sessions it
+//! signed, so a key can be rotated without logging everyone out; new sessions are always
+//! signed with the current key.
 
 use std::sync::Arc;
 
@@ -53,10 +58,17 @@ pub enum Rejected {
     Expired,
 }
 
-/// Signs and checks sessions with the server's key.
+/// A key that verifies sessions, and its fingerprint.
+struct VerifyingKey {
+    kid: String,
+    decoding: DecodingKey,
+}
+
+/// Signs and checks sessions with the server's key (and checks with the previous one).
 pub struct SessionKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    current: VerifyingKey,
+    previous: Option<VerifyingKey>,
     validation: Validation,
     lifetime_ms: Millis,
 }
@@ -64,8 +76,29 @@ pub struct SessionKeys {
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionKeys")
+            .field("kid", &self.current.kid)
+            .field("previous_kid", &self.previous.as_ref().map(|k| &k.kid))
             .field("lifetime_ms", &self.lifetime_ms)
             .finish_non_exhaustive()
+    }
+}
+
+/// The fingerprint of a key, as sessions name it: 12 hex digits of a SHA-256 of the key
+/// (which cannot be worked back to the key).
+pub fn key_id(secret: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"roomz session key ")
+        .chain_update(secret.expose().as_bytes())
+        .finalize();
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verifying(secret: &Secret) -> VerifyingKey {
+    let non_empty = "JWT keys were checked to be at least 32 characters";
+    VerifyingKey {
+        kid: key_id(secret),
+        decoding: DecodingKey::from_secret(secret.expose().as_bytes()).expect(non_empty),
     }
 }
 
@@ -73,7 +106,6 @@ impl SessionKeys {
     /// Keys from the configured secret, which the configuration checked is at least 32
     /// characters long (only an empty secret is refused by the JWT library).
     pub fn new(secret: &Secret, lifetime_days: u32) -> Self {
-        let bytes = secret.expose().as_bytes();
         let non_empty = "JWT_SECRET_KEY was checked to be at least 32 characters";
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
@@ -82,11 +114,23 @@ impl SessionKeys {
         // Expiry is checked below against the server's clock, which tests can move.
         validation.validate_exp = false;
         Self {
-            encoding: EncodingKey::from_secret(bytes).expect(non_empty),
-            decoding: DecodingKey::from_secret(bytes).expect(non_empty),
+            encoding: EncodingKey::from_secret(secret.expose().as_bytes()).expect(non_empty),
+            current: verifying(secret),
+            previous: None,
             validation,
             lifetime_ms: Millis::from(lifetime_days) * 24 * 60 * 60 * 1000,
         }
+    }
+
+    /// Also accepts the sessions the previous key signed, until it is removed.
+    pub fn with_previous(mut self, previous: Option<&Secret>) -> Self {
+        self.previous = previous.map(verifying);
+        self
+    }
+
+    /// The fingerprint of the key new sessions are signed with.
+    pub fn kid(&self) -> &str {
+        &self.current.kid
     }
 
     /// Signs a session for `email` starting at `now`.
@@ -99,16 +143,32 @@ impl SessionKeys {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
             .expect("HS256 signing with an in-memory key cannot fail");
         (token, Session { email: email.into(), expires_at: claims.exp * 1000 })
     }
 
-    /// Checks signature, algorithm, issuer, audience, issue time and expiry.
+    /// Checks signature, algorithm, issuer, audience, issue time and expiry, with the key
+    /// the session names (one without a `kid`, from before keys were named, is tried with
+    /// each key).
     pub fn verify(&self, token: &str, now: Millis) -> Result<Session, Rejected> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|_| Rejected::Invalid)?;
-        let claims = data.claims;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejected::Invalid)?;
+        let keys: Vec<&VerifyingKey> = match header.kid.as_deref() {
+            Some(kid) => {
+                let known = std::iter::once(&self.current).chain(&self.previous);
+                known.filter(|k| k.kid == kid).collect()
+            }
+            None => std::iter::once(&self.current).chain(&self.previous).collect(),
+        };
+        let claims = keys
+            .iter()
+            .find_map(|key| {
+                jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).ok()
+            })
+            .ok_or(Rejected::Invalid)?
+            .claims;
         let now_secs = now / 1000;
         if claims.iat > now_secs + IAT_SKEW_SECS || claims.sub.is_empty() {
             return Err(Rejected::Invalid);
@@ -215,6 +275,45 @@ mod tests {
         assert_eq!(k.verify(&token, now).unwrap(), session);
         assert_eq!(k.verify(&token, session.expires_at), Err(Rejected::Expired));
         assert_eq!(keys(&"j".repeat(32)).verify(&token, now), Err(Rejected::Invalid));
+    }
+
+    #[test]
+    fn sessions_name_their_key_and_the_previous_key_still_verifies() {
+        let old = Secret::new("o".repeat(32));
+        let new = Secret::new("n".repeat(32));
+        let now = 1_700_000_000_000;
+        let (from_old, _) = SessionKeys::new(&old, 30).issue("a@x.io", now);
+        let header = jsonwebtoken::decode_header(&from_old).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(key_id(&old).as_str()));
+        assert_eq!(key_id(&old).len(), 12);
+        assert!(!key_id(&old).contains('o'), "the fingerprint is not the key");
+
+        let rotated = SessionKeys::new(&new, 30).with_previous(Some(&old));
+        assert!(rotated.verify(&from_old, now).is_ok(), "sessions of the previous key go on");
+        let (from_new, _) = rotated.issue("a@x.io", now);
+        assert_eq!(jsonwebtoken::decode_header(&from_new).unwrap().kid, Some(key_id(&new)));
+        assert!(rotated.verify(&from_new, now).is_ok());
+        let without_previous = SessionKeys::new(&new, 30);
+        assert_eq!(without_previous.verify(&from_old, now), Err(Rejected::Invalid));
+        assert!(without_previous.verify(&from_new, now).is_ok());
+
+        // A session with no kid (signed before keys were named) is tried with each key.
+        let claims = Claims {
+            sub: "a@x.io".into(),
+            iat: now / 1000,
+            exp: now / 1000 + 60,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        };
+        let key = EncodingKey::from_secret(old.expose().as_bytes()).unwrap();
+        let unnamed = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        assert!(rotated.verify(&unnamed, now).is_ok());
+        assert_eq!(without_previous.verify(&unnamed, now), Err(Rejected::Invalid));
+        // A kid naming another key is not tried with these.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ffffffffffff".into());
+        let stranger = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(rotated.verify(&stranger, now), Err(Rejected::Invalid));
     }
 
     #[test]

@@ -182,3 +182,34 @@ async fn sighup_rereads_the_allow_list_from_dot_env() {
     assert_eq!(me.status(), 403);
     assert!(server.stderr().contains("allow-list reloaded"));
 }
+
+#[tokio::test]
+async fn a_rotated_key_keeps_the_sessions_of_the_previous_one() {
+    let server = TestServer::start().await;
+    let before = server.login(ALICE).await;
+    assert_eq!(kid_of(&before).len(), 12, "every session names its key");
+    let new_key = "a-new-key-after-the-rotation-0123456789";
+
+    // The new key signs; the previous one still verifies what it signed.
+    let server = server
+        .stop()
+        .await
+        .with("JWT_SECRET_KEY", Some(new_key))
+        .with("JWT_PREVIOUS_SECRET_KEY", Some(SECRET))
+        .start()
+        .await;
+    assert_eq!(server.me(&before).await.status(), 200);
+    let mut alice = Client::connect(&server.ws_url(), &before, Default::default()).await;
+    alice.post("general", "still here after the rotation").await;
+    let after = server.login(BOB).await;
+    assert_ne!(kid_of(&after), kid_of(&before));
+
+    // Once the previous key is removed, its sessions end; the new ones go on.
+    let server = server.stop().await.with("JWT_PREVIOUS_SECRET_KEY", None).start().await;
+    assert_eq!(server.me(&before).await.status(), 401);
+    assert_eq!(server.me(&after).await.status(), 200);
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap_or_default()
+}

@@ -106,6 +106,14 @@ async fn each_configuration_error_names_the_problem_and_the_fix() {
         ),
         (vec![("DATABASE_POOL_SIZE", Some("many"))], "Error: DATABASE_POOL_SIZE"),
         (
+            vec![("JWT_PREVIOUS_SECRET_KEY", Some("too-short"))],
+            "Error: JWT_PREVIOUS_SECRET_KEY must be at least 32 characters",
+        ),
+        (
+            vec![("JWT_PREVIOUS_SECRET_KEY", Some(SECRET))],
+            "Error: JWT_PREVIOUS_SECRET_KEY is the same as JWT_SECRET_KEY",
+        ),
+        (
             vec![("DATABASE_URL", Some("sqlite::memory:"))],
             "Error: DATABASE_URL must name a database file",
         ),
@@ -223,6 +231,7 @@ async fn help_lists_every_variable() {
         "ROOMZ_COOKIE_SECURE",
         "DATABASE_URL",
         "DATABASE_POOL_SIZE",
+        "JWT_PREVIOUS_SECRET_KEY",
         "--bind",
         "RESEND_BASE_URL",
         "RESEND_RATE_LIMIT",
