@@ -43,6 +43,16 @@ enum Command {
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: Option<u32>,
     },
+    /// Make a consistent copy of the live SQLite database at PATH (a new file).
+    ///
+    /// The database is DATABASE_URL (from .env or the environment), as `roomz serve` reads
+    /// it. The server may keep running: the copy is one snapshot. To restore, stop the
+    /// server, put the copy in the database's place (removing any -wal and -shm file beside
+    /// it), and start the server.
+    Backup {
+        /// The new file.
+        path: std::path::PathBuf,
+    },
     /// Copy a SQLite database into a new PostgreSQL one (stop the server first).
     ///
     /// The target is DATABASE_URL (from .env or the environment), or --to. Everything is
@@ -78,6 +88,51 @@ fn main() -> ExitCode {
         Command::Chat { server } => chat(server),
         Command::Token { email, days } => token(&email, days),
         Command::CopyDatabase { from, to } => copy_database(&from, to),
+        Command::Backup { path } => backup(&path),
+    }
+}
+
+fn backup(path: &std::path::Path) -> ExitCode {
+    let config = match load_config(None) {
+        Ok(loaded) => loaded.config,
+        Err(error) => return fail(&error),
+    };
+    let database = match &config.database {
+        roomz::server::config::DatabaseConfig::Sqlite { path } => path.clone(),
+        roomz::server::config::DatabaseConfig::Postgres { .. } => {
+            return fail(&ConfigError {
+                message: "DATABASE_URL is PostgreSQL: back it up with pg_dump".into(),
+                hint:
+                    "pg_dump --format=custom --file=roomz.dump \"$DATABASE_URL\" (docs/deploy.md)"
+                        .into(),
+            });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let made = runtime.block_on(roomz::server::store::sqlite::backup::backup(&database, path));
+    match made {
+        Ok(backup) => {
+            println!(
+                "backed up {} to {}: {} messages, {} users, {} bytes",
+                database.display(),
+                path.display(),
+                backup.messages,
+                backup.users,
+                backup.bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("Error: the backup failed: {error}");
+            eprintln!("  hint: give a new file in a folder you can write to");
+            ExitCode::FAILURE
+        }
     }
 }
 

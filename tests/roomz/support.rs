@@ -295,6 +295,11 @@ impl Client {
         self.ws.send(message).await
     }
 
+    /// A frame read earlier and kept aside by [`Client::wait_for`], if any.
+    pub fn take_pending(&mut self) -> Option<ServerFrame> {
+        self.pending.pop_front()
+    }
+
     /// The next frame from the server (failing the test after [`PATIENCE`]).
     pub async fn next(&mut self) -> ServerFrame {
         if let Some(frame) = self.pending.pop_front() {

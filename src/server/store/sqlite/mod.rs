@@ -18,6 +18,7 @@ use crate::protocol::text::DEFAULT_ROOM;
 use crate::protocol::{Message, Millis, RoomSummary, Seq};
 
 mod append;
+pub mod backup;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/server/store/migrations/sqlite");
 
