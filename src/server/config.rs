@@ -39,6 +39,11 @@ variables win over it):
   DATABASE_POOL_SIZE         PostgreSQL connections per node (default 10)
   ROOMZ_MESSAGES_PER_SECOND  sustained messages per second per user (default 10)
   ROOMZ_MESSAGE_BURST        messages a user may send at once above that rate (default 30)
+  ROOMZ_MAX_CONNECTIONS_PER_USER     open WebSocket connections per user (default 20)
+  ROOMZ_MAX_CONNECTIONS_PER_ADDRESS  open WebSocket connections per client address
+                             (an IPv4 address or an IPv6 /64; default 1000)
+  ROOMZ_TRUSTED_PROXIES      reverse proxies (comma-separated IPs) whose X-Real-IP or
+                             X-Forwarded-For names the client (default: none)
   RUST_LOG                   log filter for standard error (default info)
 
 docs/configuration.md describes each one.";
@@ -140,6 +145,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub messages_per_second: u32,
     pub message_burst: u32,
+    /// Reverse proxies whose `X-Real-IP` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub max_connections_per_user: u32,
+    pub max_connections_per_address: u32,
 }
 
 /// A configuration problem: what is wrong, and how to fix it.
@@ -263,6 +272,24 @@ impl Config {
             &mut warnings,
         )?;
 
+        let trusted_proxies = trusted_proxies(get("ROOMZ_TRUSTED_PROXIES"))?;
+        let max_connections_per_user = bounded_int(
+            "ROOMZ_MAX_CONNECTIONS_PER_USER",
+            get("ROOMZ_MAX_CONNECTIONS_PER_USER"),
+            20,
+            100_000,
+            None,
+            &mut warnings,
+        )?;
+        let max_connections_per_address = bounded_int(
+            "ROOMZ_MAX_CONNECTIONS_PER_ADDRESS",
+            get("ROOMZ_MAX_CONNECTIONS_PER_ADDRESS"),
+            1_000,
+            10_000_000,
+            None,
+            &mut warnings,
+        )?;
+
         let config = Config {
             jwt_secret,
             jwt_previous_secret,
@@ -279,6 +306,9 @@ impl Config {
             database,
             messages_per_second,
             message_burst,
+            trusted_proxies,
+            max_connections_per_user,
+            max_connections_per_address,
         };
         Ok(Loaded { config, warnings })
     }
@@ -295,6 +325,26 @@ fn jwt_secret(value: Option<String>) -> Result<Secret, ConfigError> {
         return Err(ConfigError::new("JWT_SECRET_KEY must be at least 32 characters", SECRET_HINT));
     }
     Ok(Secret::new(value))
+}
+
+/// `ROOMZ_TRUSTED_PROXIES`: comma-separated IP addresses.
+fn trusted_proxies(value: Option<String>) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry.parse().map_err(|_| {
+                ConfigError::new(
+                    format!("ROOMZ_TRUSTED_PROXIES: {entry:?} is not an IP address"),
+                    "list the proxies' addresses, for example ROOMZ_TRUSTED_PROXIES=127.0.0.1,::1",
+                )
+            })
+        })
+        .collect()
 }
 
 /// The optional previous key: as long as a key must be, and not the current one.

@@ -3,6 +3,7 @@
 //!
 //! The server depends on [`crate::protocol`] and never on the client or the TUI.
 
+pub mod admission;
 pub mod allowlist;
 pub mod auth;
 pub mod clock;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use self::admission::Connections;
 use self::allowlist::AllowList;
 use self::auth::session::SessionKeys;
 use self::clock::{Clock, SystemClock};
@@ -66,6 +68,11 @@ const LINK_REQUESTS_PER_SECOND: f64 = 10.0 / 60.0;
 /// allowed to cost everyone else.
 const REQUEST_BURST: u32 = 60;
 const REQUESTS_PER_SECOND: f64 = 20.0;
+
+/// Wrong tokens one network may offer at once, then per second (ten per ten minutes): a
+/// 256-bit token cannot be guessed, but nobody gets to keep trying.
+const FAILED_REDEMPTION_BURST: u32 = 10;
+const FAILED_REDEMPTIONS_PER_SECOND: f64 = 10.0 / 600.0;
 
 /// How often the store's write-ahead log is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -185,6 +192,14 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         ),
         link_request_rate: TokenBuckets::new(LINK_REQUESTS_PER_SECOND, LINK_REQUEST_BURST),
         request_rate: TokenBuckets::new(REQUESTS_PER_SECOND, REQUEST_BURST),
+        failed_redemptions: TokenBuckets::new(
+            FAILED_REDEMPTIONS_PER_SECOND,
+            FAILED_REDEMPTION_BURST,
+        ),
+        connections: Connections::new(
+            config.max_connections_per_user as usize,
+            config.max_connections_per_address as usize,
+        ),
         membership: KeyedLocks::new(),
         cluster,
         tasks: TaskTracker::new(),
@@ -276,6 +291,7 @@ async fn prune_periodically(state: AppState) {
                 state.message_rate.forget_idle(now);
                 state.link_request_rate.forget_idle(now);
                 state.request_rate.forget_idle(now);
+                state.failed_redemptions.forget_idle(now);
                 state.membership.forget_idle();
             }
         }

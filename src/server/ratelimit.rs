@@ -47,6 +47,19 @@ impl TokenBuckets {
         Err((wait_secs * 1000.0).ceil() as u64)
     }
 
+    /// Whether `key` has a token now, without taking it; else in how many milliseconds.
+    pub fn check(&self, key: &str, now: Millis) -> Result<(), u64> {
+        let buckets = self.buckets.lock().expect("rate lock");
+        let Some(bucket) = buckets.get(key) else {
+            return Ok(());
+        };
+        let tokens = self.refilled(bucket, now);
+        if tokens >= 1.0 {
+            return Ok(());
+        }
+        Err(((1.0 - tokens) / self.per_second * 1000.0).ceil() as u64)
+    }
+
     /// Forgets the buckets that are full again: they behave as new ones would.
     pub fn forget_idle(&self, now: Millis) {
         let mut buckets = self.buckets.lock().expect("rate lock");

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use super::admission::Connections;
 use super::allowlist::AllowList;
 use super::auth::session::SessionKeys;
 use super::clock::Clock;
@@ -54,6 +55,10 @@ pub struct Shared {
     pub link_request_rate: TokenBuckets,
     /// WebSocket requests other than `send` and `ping`, per user.
     pub request_rate: TokenBuckets,
+    /// Wrong, used or expired tokens offered to `POST /auth/verify`, per network.
+    pub failed_redemptions: TokenBuckets,
+    /// Open WebSocket connections per user and per network.
+    pub connections: Arc<Connections>,
     /// Serialises the membership changes of each user.
     pub membership: KeyedLocks,
     /// The other nodes on the same database, if any.

@@ -1,7 +1,7 @@
 //! The HTTP side of login: ask for a magic link, look at it, redeem it, and ask who the
 //! session belongs to. One log line per auth event; no token or session is ever logged.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use axum::Json;
@@ -17,6 +17,7 @@ use super::links::{hash_label, hash_token, magic_link, new_token};
 use super::session::{Authenticated, session_cookie};
 use crate::protocol::http::{LinkRequest, LinkRequested, Me, SessionGranted, VerifyRequest};
 use crate::protocol::text::{MAX_EMAIL_LEN, canonical_email, token_from_paste};
+use crate::server::admission::{client_ip, network_of};
 use crate::server::clock::rfc3339;
 use crate::server::error::AppError;
 use crate::server::mailer::LinkMail;
@@ -46,11 +47,13 @@ const ACCEPTED: &str = "If this address may use this server, a login link is on 
 /// `POST /auth/request`: the same answer for every address, allowed or not.
 pub async fn request_link(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<LinkRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<LinkRequested>), AppError> {
     let now = state.clock.now_ms();
-    if let Err(wait_ms) = state.link_request_rate.take(&network_of(remote.ip()), now) {
+    let remote = client_ip(peer, &headers, &state.config.trusted_proxies);
+    if let Err(wait_ms) = state.link_request_rate.take(&network_of(remote), now) {
         let secs = wait_ms.div_ceil(1000);
         tracing::warn!(%remote, retry_after_secs = secs, "auth: rate limit exceeded (requests from one network)");
         return Err(AppError::rate_limited(
@@ -87,21 +90,6 @@ pub async fn request_link(
         state.tasks.spawn(async move { issue_and_mail(state2, email).await });
     }
     Ok((StatusCode::ACCEPTED, Json(LinkRequested { message: ACCEPTED.to_owned() })))
-}
-
-/// The key of the per-network limit: an IPv4 address, or the /64 an IPv6 address is in
-/// (one host usually holds a whole /64).
-fn network_of(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
 }
 
 async fn issue_and_mail(state: AppState, email: String) {
@@ -186,13 +174,27 @@ fn page(status: StatusCode, headline: &str, content: &str) -> Response {
 /// `POST /auth/verify`: trades a magic-link token (or the whole link) for a session.
 pub async fn verify_token(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<VerifyRequest>, JsonRejection>,
 ) -> Result<(HeaderMap, Json<SessionGranted>), AppError> {
+    let now = state.clock.now_ms();
+    let network = network_of(client_ip(peer, &headers, &state.config.trusted_proxies));
+    if let Err(wait_ms) = state.failed_redemptions.check(&network, now) {
+        let secs = wait_ms.div_ceil(1000);
+        tracing::warn!(network = %network, retry_after_secs = secs, "auth: rate limit exceeded (wrong tokens from one network)");
+        return Err(AppError::rate_limited(
+            format!("too many wrong login tokens from your network; try again in {secs} s"),
+            secs,
+        ));
+    }
     let Json(body) = body?;
     if body.token.len() > MAX_TOKEN_FIELD {
         return Err(AppError::bad_request("invalid_token", "the token field is too long"));
     }
     let refused = || {
+        // Each refusal counts against the network's allowance of wrong tokens.
+        let _ = state.failed_redemptions.take(&network, now);
         AppError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -203,7 +205,6 @@ pub async fn verify_token(
         tracing::info!(reason = "malformed", "auth: verification rejected");
         return Err(refused());
     };
-    let now = state.clock.now_ms();
     let Some(email) = state.store.redeem_magic_link(&hash_token(token), now).await? else {
         tracing::info!(reason = "unknown, used or expired token", "auth: verification rejected");
         return Err(refused());

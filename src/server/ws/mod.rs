@@ -5,7 +5,7 @@
 mod frames;
 mod writer;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use self::frames::Connection;
 use self::writer::Writer;
+use super::admission::{Admitted, Full, client_ip, network_of};
 use super::auth::session::{Carrier, Session, authenticate};
 use super::error::AppError;
 use super::hub::{CloseReason, Outbound};
@@ -55,6 +56,19 @@ pub async fn upgrade(
     if auth.carrier == Carrier::Cookie {
         check_origin(&state, &headers)?;
     }
+    let client = client_ip(remote, &headers, &state.config.trusted_proxies);
+    let admitted =
+        state.connections.admit(auth.session.email.clone(), network_of(client)).map_err(|full| {
+            let (count, whose) = match full {
+                Full::User(count) => (count, "for this user"),
+                Full::Network(count) => (count, "from this address"),
+            };
+            tracing::warn!(email = %auth.session.email, %client, ?full, "ws: connection refused, too many open");
+            AppError::rate_limited(
+                format!("{count} connections are open {whose} already; close one first"),
+                10,
+            )
+        })?;
     let ws = ws.map_err(|rejection| {
         AppError::new(
             rejection.status(),
@@ -73,7 +87,7 @@ pub async fn upgrade(
         // The connection gets a task of its own that holds only its reader loop; axum's
         // upgrade task, which also holds what the upgrade took, ends here. The task is
         // tracked, so shutdown can wait for it.
-        let reading = start(state.clone(), socket, session, remote);
+        let reading = start(state.clone(), socket, session, client, admitted);
         state.tasks.spawn(reading);
         std::future::ready(())
     }))
@@ -104,7 +118,8 @@ fn start(
     state: AppState,
     socket: WebSocket,
     session: Session,
-    remote: SocketAddr,
+    remote: IpAddr,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> {
     let (sink, stream) = socket.split();
     let (conn, queue) = state.hub.connection(session.email.clone());
@@ -122,7 +137,7 @@ fn start(
         u64::try_from(session.expires_at - state.clock.now_ms()).unwrap_or(0),
     );
     let connection = Connection::new(state.clone(), conn, session);
-    read(state, stream, writer, connection, expires_in)
+    read(state, stream, writer, connection, expires_in, admitted)
 }
 
 /// The reader loop of one connection: frames in, handled one at a time, until the
@@ -133,6 +148,8 @@ async fn read(
     mut writer: JoinHandle<&'static str>,
     mut connection: Connection,
     expires_in: Duration,
+    // Counted against the limits until this loop ends.
+    _admitted: Admitted,
 ) {
     let mut writer_done = false;
     let signal = connection.conn().signal();

@@ -219,3 +219,56 @@ async fn a_client_that_asks_for_history_and_never_reads_is_dropped() {
     }
     still_answers(&mut alice).await;
 }
+
+#[tokio::test]
+async fn open_connections_are_limited_per_user_and_per_address() {
+    let server = TestServer::start_with(&[
+        ("ROOMZ_MAX_CONNECTIONS_PER_USER", "2"),
+        ("ROOMZ_MAX_CONNECTIONS_PER_ADDRESS", "3"),
+    ])
+    .await;
+    let (alice, bob) = (server.login(ALICE).await, server.login(BOB).await);
+    let bearer = |session: &str| format!("Bearer {session}");
+    let open = |session: String| {
+        let url = server.ws_url();
+        async move { crate::support::open_ws(&url, &[("authorization", &bearer(&session))]).await }
+    };
+    let first = open(alice.clone()).await.unwrap();
+    let _second = open(alice.clone()).await.unwrap();
+    let third = open(alice.clone()).await.unwrap_err().to_string();
+    assert!(third.contains("429"), "a third for alice: {third}");
+    let _bob = open(bob.clone()).await.unwrap();
+    let fourth = open(bob.clone()).await.unwrap_err().to_string();
+    assert!(fourth.contains("429"), "a fourth from this address: {fourth}");
+
+    // A closed connection frees its place.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while open(alice.clone()).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the place was never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_limited_per_network_behind_a_trusted_proxy() {
+    let server = TestServer::start_with(&[("ROOMZ_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let verify_from = |client: &'static str, token: String| {
+        let request = server
+            .http
+            .post(server.url("/auth/verify"))
+            .header("x-forwarded-for", format!("10.0.0.1, {client}"))
+            .json(&serde_json::json!({ "token": token }));
+        async move { request.send().await.unwrap() }
+    };
+    for i in 0..10 {
+        let wrong = verify_from("203.0.113.1", format!("wrong-token-{i}")).await;
+        assert_eq!(wrong.status(), 401);
+    }
+    let link = server.fresh_link(ALICE).await;
+    let limited = verify_from("203.0.113.1", link.clone()).await;
+    assert_eq!(limited.status(), 429, "ten wrong tokens, then even a good one waits");
+    assert!(limited.headers().contains_key("retry-after"));
+    // Another client behind the same proxy is not held up; the link still works (once).
+    assert_eq!(verify_from("203.0.113.2", link).await.status(), 200);
+}

@@ -106,6 +106,11 @@ async fn each_configuration_error_names_the_problem_and_the_fix() {
         ),
         (vec![("DATABASE_POOL_SIZE", Some("many"))], "Error: DATABASE_POOL_SIZE"),
         (
+            vec![("ROOMZ_TRUSTED_PROXIES", Some("127.0.0.1, proxy.lan"))],
+            "Error: ROOMZ_TRUSTED_PROXIES: \"proxy.lan\" is not an IP address",
+        ),
+        (vec![("ROOMZ_MAX_CONNECTIONS_PER_USER", Some("0"))], "ROOMZ_MAX_CONNECTIONS_PER_USER"),
+        (
             vec![("JWT_PREVIOUS_SECRET_KEY", Some("too-short"))],
             "Error: JWT_PREVIOUS_SECRET_KEY must be at least 32 characters",
         ),
@@ -232,6 +237,9 @@ async fn help_lists_every_variable() {
         "DATABASE_URL",
         "DATABASE_POOL_SIZE",
         "JWT_PREVIOUS_SECRET_KEY",
+        "ROOMZ_TRUSTED_PROXIES",
+        "ROOMZ_MAX_CONNECTIONS_PER_USER",
+        "ROOMZ_MAX_CONNECTIONS_PER_ADDRESS",
         "--bind",
         "RESEND_BASE_URL",
         "RESEND_RATE_LIMIT",
