@@ -109,7 +109,10 @@ async fn each_configuration_error_names_the_problem_and_the_fix() {
             vec![("ROOMZ_TRUSTED_PROXIES", Some("127.0.0.1, proxy.lan"))],
             "Error: ROOMZ_TRUSTED_PROXIES: \"proxy.lan\" is not an IP address",
         ),
-        (vec![("ROOMZ_MAX_CONNECTIONS_PER_USER", Some("0"))], "ROOMZ_MAX_CONNECTIONS_PER_USER"),
+        (
+            vec![("ROOMZ_MAX_CONNECTIONS_PER_USER", Some("0"))],
+            "Error: ROOMZ_MAX_CONNECTIONS_PER_USER must be a positive integer",
+        ),
         (
             vec![("JWT_PREVIOUS_SECRET_KEY", Some("too-short"))],
             "Error: JWT_PREVIOUS_SECRET_KEY must be at least 32 characters",
