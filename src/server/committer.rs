@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Conn, Delivery, Hub};
+use super::metrics::Metrics;
 use super::names::NameCache;
 use super::store::{Appended, NewMessage, Store};
 use crate::protocol::{ErrorCode, ErrorFrame, Message, ServerFrame};
@@ -42,10 +43,11 @@ impl Committer {
         hub: Arc<Hub>,
         names: Arc<NameCache>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let task = tokio::spawn(run(rx, stop, store, hub, names, clock));
+        let task = tokio::spawn(run(rx, stop, store, hub, names, clock, metrics));
         (Self { queue }, task)
     }
 
@@ -62,6 +64,7 @@ async fn run(
     hub: Arc<Hub>,
     names: Arc<NameCache>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
@@ -81,8 +84,15 @@ async fn run(
         let (messages, conns): (Vec<NewMessage>, Vec<Arc<Conn>>) =
             batch.drain(..).map(|p| (p.message, p.conn)).unzip();
         let now = clock.now_ms();
-        match store.append(&messages, now).await {
+        let started = std::time::Instant::now();
+        let appended = store.append(&messages, now).await;
+        metrics.commit(started.elapsed(), appended.is_ok());
+        match appended {
             Ok(results) => {
+                let new = results.iter().filter(|r| matches!(r, Appended::New { .. })).count();
+                let resent =
+                    results.iter().filter(|r| matches!(r, Appended::Duplicate { .. })).count();
+                metrics.stored(new as u64, resent as u64);
                 for ((message, conn), result) in messages.into_iter().zip(&conns).zip(results) {
                     settle(message, conn, result, &hub, &names);
                 }

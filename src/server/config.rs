@@ -44,6 +44,7 @@ variables win over it):
                              (an IPv4 address or an IPv6 /64; default 1000)
   ROOMZ_TRUSTED_PROXIES      reverse proxies (comma-separated IPs) whose X-Real-IP or
                              X-Forwarded-For names the client (default: none)
+  ROOMZ_METRICS_BIND         IP:PORT to serve GET /metrics (Prometheus) on (default: off)
   RUST_LOG                   log filter for standard error (default info)
 
 docs/configuration.md describes each one.";
@@ -149,6 +150,8 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub max_connections_per_user: u32,
     pub max_connections_per_address: u32,
+    /// Where `GET /metrics` is served; `None`: nowhere.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// A configuration problem: what is wrong, and how to fix it.
@@ -273,6 +276,7 @@ impl Config {
         )?;
 
         let trusted_proxies = trusted_proxies(get("ROOMZ_TRUSTED_PROXIES"))?;
+        let metrics_bind = metrics_bind(get("ROOMZ_METRICS_BIND"))?;
         let max_connections_per_user = bounded_int(
             "ROOMZ_MAX_CONNECTIONS_PER_USER",
             get("ROOMZ_MAX_CONNECTIONS_PER_USER"),
@@ -309,6 +313,7 @@ impl Config {
             trusted_proxies,
             max_connections_per_user,
             max_connections_per_address,
+            metrics_bind,
         };
         Ok(Loaded { config, warnings })
     }
@@ -540,6 +545,18 @@ fn bind(value: Option<String>) -> Result<SocketAddr, ConfigError> {
         ConfigError::new(
             format!("the bind address (--bind or ROOMZ_BIND) must be IP:PORT, not {raw:?}"),
             "for example 127.0.0.1:8000 for this machine only, or 0.0.0.0:8000 for every interface",
+        )
+    })
+}
+
+fn metrics_bind(value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(raw) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    raw.parse().map(Some).map_err(|_| {
+        ConfigError::new(
+            format!("ROOMZ_METRICS_BIND must be IP:PORT, not {raw:?}"),
+            "for example 127.0.0.1:9100 (keep it off the public network), or unset it",
         )
     })
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard}
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::Metrics;
 use super::queue;
 use crate::protocol::{
     ErrorCode, ErrorFrame, Member, PRESENCE_PUSH_MAX, RoomSummary, Seq, ServerFrame, close_code,
@@ -159,6 +160,7 @@ pub struct Conn {
     pub id: u64,
     pub email: Arc<str>,
     queue: queue::Sender<Outbound>,
+    metrics: Arc<Metrics>,
     signal: Arc<CloseSignal>,
     rooms: Mutex<HashSet<Arc<str>>>,
 }
@@ -171,6 +173,7 @@ impl Conn {
             Err(queue::Full) => {
                 if self.signal.reason().is_none() {
                     tracing::warn!(conn = self.id, email = %self.email, "ws: queue full, dropping slow connection");
+                    self.metrics.slow_dropped();
                 }
                 self.close(CloseReason::TooSlow);
             }
@@ -281,11 +284,13 @@ impl Inner {
 pub struct Hub {
     inner: RwLock<Inner>,
     next_id: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new() -> Self {
-        Self::default()
+    /// A hub that counts its deliveries and dropped connections in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..Self::default() }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -303,6 +308,7 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             email,
             queue,
+            metrics: self.metrics.clone(),
             signal: Arc::default(),
             rooms: Mutex::new(HashSet::new()),
         };
@@ -388,9 +394,12 @@ impl Hub {
     pub fn publish(&self, delivery: Delivery) {
         let delivery = Arc::new(delivery);
         let inner = self.read();
+        let mut count = 0;
         for conn in inner.listeners(&delivery.room) {
             conn.push(Outbound::Message(delivery.clone()));
+            count += 1;
         }
+        self.metrics.delivered(count);
     }
 
     /// After `email` joined `room`: every connection of theirs starts listening after
@@ -492,6 +501,11 @@ impl Hub {
         for conn in inner.users.values().flatten().filter(|c| c.id != except) {
             conn.push(Outbound::Frame(bytes.clone()));
         }
+    }
+
+    /// How many users have at least one open connection.
+    pub fn user_count(&self) -> usize {
+        self.read().users.len()
     }
 
     /// The users with at least one open connection.

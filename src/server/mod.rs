@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod locks;
 pub mod mailer;
+pub mod metrics;
 pub mod names;
 pub mod queue;
 pub mod ratelimit;
@@ -43,6 +44,7 @@ use self::config::{AllowListSource, Config, DatabaseConfig};
 use self::hub::{CloseReason, Hub};
 use self::locks::KeyedLocks;
 use self::mailer::{MailError, Mailer};
+use self::metrics::Metrics;
 use self::names::NameCache;
 use self::ratelimit::TokenBuckets;
 use self::state::{AppState, Shared};
@@ -124,6 +126,7 @@ impl StartError {
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     state: AppState,
     serve: JoinHandle<std::io::Result<()>>,
     committer: JoinHandle<()>,
@@ -156,7 +159,8 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         Some(mailer) => mailer,
         None => mailer::from_config(&config.mailer, &config.email_from)?,
     };
-    let hub = Arc::new(Hub::new());
+    let metrics = Arc::new(Metrics::default());
+    let hub = Arc::new(Hub::new(metrics.clone()));
     let names = Arc::new(NameCache::new());
     let committer_stop = CancellationToken::new();
     let (committer, committer_task) = Committer::spawn(
@@ -164,6 +168,7 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         hub.clone(),
         names.clone(),
         options.clock.clone(),
+        metrics.clone(),
         committer_stop.clone(),
     );
     let limits = Limits {
@@ -200,6 +205,7 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
             config.max_connections_per_user as usize,
             config.max_connections_per_address as usize,
         ),
+        metrics,
         membership: KeyedLocks::new(),
         cluster,
         tasks: TaskTracker::new(),
@@ -220,6 +226,10 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
     let serve = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
     });
+    let metrics_addr = match state.config.metrics_bind {
+        Some(addr) => Some(serve_metrics(state.clone(), addr).await?),
+        None => None,
+    };
     let pruner = tokio::spawn(prune_periodically(state.clone()));
     tokio::spawn(checkpoint_periodically(state.clone()));
     if state.cluster.is_shared() {
@@ -234,9 +244,18 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         allowed = state.allowlist.len(),
         mailer = state.mailer.kind(),
         session_key = state.sessions.kid(),
+        metrics = ?metrics_addr,
         "roomz serve: listening"
     );
-    Ok(ServerHandle { addr, state, serve, committer: committer_task, committer_stop, pruner })
+    Ok(ServerHandle {
+        addr,
+        metrics_addr,
+        state,
+        serve,
+        committer: committer_task,
+        committer_stop,
+        pruner,
+    })
 }
 
 fn default_public_url(addr: SocketAddr) -> Url {
@@ -261,6 +280,27 @@ async fn checkpoint_periodically(state: AppState) {
             }
         }
     }
+}
+
+/// Serves `GET /metrics` on an address of its own, until shutdown. Returns the address.
+async fn serve_metrics(state: AppState, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let stopped = state.shutdown.clone();
+    let app =
+        axum::Router::new().route("/metrics", axum::routing::get(metrics_text)).with_state(state);
+    tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
+    });
+    Ok(bound)
+}
+
+async fn metrics_text(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let text = state.metrics.render(state.hub.connection_count(), state.hub.user_count());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Says every few seconds that this node is alive: its users count as online meanwhile.
@@ -302,6 +342,11 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `GET /metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The base URL of magic links.

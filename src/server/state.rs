@@ -17,6 +17,7 @@ use super::config::Config;
 use super::hub::Hub;
 use super::locks::KeyedLocks;
 use super::mailer::Mailer;
+use super::metrics::Metrics;
 use super::names::NameCache;
 use super::ratelimit::TokenBuckets;
 use super::store::Store;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub failed_redemptions: TokenBuckets,
     /// Open WebSocket connections per user and per network.
     pub connections: Arc<Connections>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
     /// Serialises the membership changes of each user.
     pub membership: KeyedLocks,
     /// The other nodes on the same database, if any.

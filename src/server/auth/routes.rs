@@ -21,6 +21,7 @@ use crate::server::admission::{client_ip, network_of};
 use crate::server::clock::rfc3339;
 use crate::server::error::AppError;
 use crate::server::mailer::LinkMail;
+use crate::server::metrics::{AuthEvent, Limited};
 use crate::server::state::AppState;
 use crate::server::store::{LinkQuota, LinkState};
 
@@ -56,6 +57,7 @@ pub async fn request_link(
     if let Err(wait_ms) = state.link_request_rate.take(&network_of(remote), now) {
         let secs = wait_ms.div_ceil(1000);
         tracing::warn!(%remote, retry_after_secs = secs, "auth: rate limit exceeded (requests from one network)");
+        state.metrics.limited(Limited::LinksPerNetwork);
         return Err(AppError::rate_limited(
             format!("too many login links were requested from your network; try again in {secs} s"),
             secs,
@@ -73,6 +75,7 @@ pub async fn request_link(
     {
         let secs = retry_after_ms.div_ceil(1000);
         tracing::warn!(email = %email, retry_after_secs = secs, "auth: rate limit exceeded (magic link requests)");
+        state.metrics.limited(Limited::LinksPerAddress);
         let minutes = secs.div_ceil(60);
         return Err(AppError::rate_limited(
             format!(
@@ -83,6 +86,7 @@ pub async fn request_link(
     }
     let allowed = state.allowlist.contains(&email);
     tracing::info!(email = %email, allowed, "auth: magic link requested");
+    state.metrics.auth(AuthEvent::LinkRequested);
     if allowed {
         // Made and mailed in the background, so allowed and unknown addresses are
         // answered alike, and equally fast.
@@ -115,10 +119,12 @@ async fn issue_and_mail(state: AppState, email: String) {
     };
     match state.mailer.send(&mail).await {
         Ok(()) => {
-            tracing::info!(email = %email, via = state.mailer.kind(), "auth: magic link sent")
+            tracing::info!(email = %email, via = state.mailer.kind(), "auth: magic link sent");
+            state.metrics.auth(AuthEvent::LinkSent);
         }
         Err(error) => {
-            tracing::error!(email = %email, via = state.mailer.kind(), %error, "auth: magic link not sent")
+            tracing::error!(email = %email, via = state.mailer.kind(), %error, "auth: magic link not sent");
+            state.metrics.auth(AuthEvent::LinkFailed);
         }
     }
 }
@@ -183,6 +189,7 @@ pub async fn verify_token(
     if let Err(wait_ms) = state.failed_redemptions.check(&network, now) {
         let secs = wait_ms.div_ceil(1000);
         tracing::warn!(network = %network, retry_after_secs = secs, "auth: rate limit exceeded (wrong tokens from one network)");
+        state.metrics.limited(Limited::WrongTokens);
         return Err(AppError::rate_limited(
             format!("too many wrong login tokens from your network; try again in {secs} s"),
             secs,
@@ -195,6 +202,7 @@ pub async fn verify_token(
     let refused = || {
         // Each refusal counts against the network's allowance of wrong tokens.
         let _ = state.failed_redemptions.take(&network, now);
+        state.metrics.auth(AuthEvent::Rejected);
         AppError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -215,6 +223,7 @@ pub async fn verify_token(
     }
     let (session, issued) = state.sessions.issue(&email, now);
     tracing::info!(email = %email, "auth: verified, session issued");
+    state.metrics.auth(AuthEvent::Verified);
     let max_age = (issued.expires_at - now) / 1000;
     let cookie = session_cookie(&session, max_age, state.cookie_secure);
     let mut headers = HeaderMap::new();

@@ -18,6 +18,7 @@ use crate::server::auth::session::Session;
 use crate::server::cluster::Notice;
 use crate::server::committer::Pending;
 use crate::server::hub::{CloseReason, Conn};
+use crate::server::metrics::Limited;
 use crate::server::state::AppState;
 use crate::server::store::{NewMessage, StoreError};
 
@@ -178,6 +179,7 @@ impl Connection {
             && let Err(wait_ms) =
                 self.state.request_rate.take(&self.session.email, self.state.clock.now_ms())
         {
+            self.state.metrics.limited(Limited::Requests);
             return Err(rate_limited("requests", wait_ms));
         }
         match frame {
@@ -299,6 +301,7 @@ impl Connection {
         if let Err(wait_ms) = self.state.message_rate.take(&self.session.email, now) {
             let until = now.saturating_add(i64::try_from(wait_ms + HOLD_GRACE_MS).unwrap_or(0));
             self.held_back = Some(HeldBack { id, wait_ms, until });
+            self.state.metrics.limited(Limited::Messages);
             return Err(rate_limited("messages", wait_ms));
         }
         let message =

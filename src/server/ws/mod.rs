@@ -24,6 +24,7 @@ use super::admission::{Admitted, Full, client_ip, network_of};
 use super::auth::session::{Carrier, Session, authenticate};
 use super::error::AppError;
 use super::hub::{CloseReason, Outbound};
+use super::metrics::Limited;
 use super::state::AppState;
 use crate::protocol::http::WS_PATH;
 
@@ -64,6 +65,7 @@ pub async fn upgrade(
                 Full::Network(count) => (count, "from this address"),
             };
             tracing::warn!(email = %auth.session.email, %client, ?full, "ws: connection refused, too many open");
+            state.metrics.limited(Limited::Connections);
             AppError::rate_limited(
                 format!("{count} connections are open {whose} already; close one first"),
                 10,

@@ -259,3 +259,36 @@ async fn one_network_cannot_flood_link_requests() {
     server.clock.advance(Duration::from_secs(60));
     assert_eq!(server.request_link(ALICE).await.status(), 202, "the bucket refills");
 }
+
+#[tokio::test]
+async fn metrics_are_served_only_where_asked() {
+    let plain = TestServer::start().await;
+    assert!(plain.handle.metrics_addr().is_none());
+    assert_eq!(plain.http.get(plain.url("/metrics")).send().await.unwrap().status(), 404);
+
+    let server = TestServer::start_with(&[("ROOMZ_METRICS_BIND", "127.0.0.1:0")]).await;
+    let mut alice = server.connect(ALICE).await;
+    let _bob = server.connect(BOB).await;
+    for i in 0..3 {
+        alice.post("general", &format!("counted {i}")).await;
+    }
+    assert_eq!(server.verify("not-a-token").await.status(), 401);
+    let url = format!("http://{}/metrics", server.handle.metrics_addr().unwrap());
+    let response = reqwest::get(&url).await.unwrap();
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("roomz_connections"), 2.0);
+    assert_eq!(value("roomz_messages_total"), 3.0);
+    assert_eq!(value("roomz_deliveries_total"), 6.0, "3 messages to 2 connections");
+    assert_eq!(value("roomz_auth_events_total{event=\"verified\"}"), 2.0);
+    assert_eq!(value("roomz_auth_events_total{event=\"rejected\"}"), 1.0);
+    assert_eq!(value("roomz_commit_seconds_count"), 3.0);
+    assert!(!text.contains(crate::support::SECRET));
+}
