@@ -30,6 +30,12 @@ enum Command {
         /// Address to listen on [env: ROOMZ_BIND] [default: 127.0.0.1:8000]
         #[arg(long, value_name = "IP:PORT")]
         bind: Option<String>,
+        /// Serve HTTPS with this PEM certificate chain [env: ROOMZ_TLS_CERT]
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<String>,
+        /// The certificate's PEM private key [env: ROOMZ_TLS_KEY]
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<String>,
     },
     /// Print a session for EMAIL, signed with the server's key, for a bot or a script.
     ///
@@ -84,7 +90,7 @@ ROOMZ_DISPLAY_NAME sets your display name. In the chat, F1 or /help lists keys a
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve { bind } => serve(bind),
+        Command::Serve { bind, tls_cert, tls_key } => serve(Flags { bind, tls_cert, tls_key }),
         Command::Chat { server } => chat(server),
         Command::Token { email, days } => token(&email, days),
         Command::CopyDatabase { from, to } => copy_database(&from, to),
@@ -93,7 +99,7 @@ fn main() -> ExitCode {
 }
 
 fn backup(path: &std::path::Path) -> ExitCode {
-    let config = match load_config(None) {
+    let config = match load_config(Flags::default()) {
         Ok(loaded) => loaded.config,
         Err(error) => return fail(&error),
     };
@@ -205,7 +211,7 @@ fn copy_database(from: &str, to: Option<String>) -> ExitCode {
 }
 
 fn token(email: &str, days: Option<u32>) -> ExitCode {
-    let config = match load_config(None) {
+    let config = match load_config(Flags::default()) {
         Ok(loaded) => loaded.config,
         Err(error) => return fail(&error),
     };
@@ -254,7 +260,15 @@ fn chat(server: Option<String>) -> ExitCode {
 
 /// Reads the server's configuration: `.env` in the working directory, then the environment
 /// (which wins), then `--bind`.
-fn load_config(bind: Option<String>) -> Result<Loaded, ConfigError> {
+/// What `roomz serve`'s flags set; each wins over its variable.
+#[derive(Default)]
+struct Flags {
+    bind: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+}
+
+fn load_config(flags: Flags) -> Result<Loaded, ConfigError> {
     // Where ALLOWED_EMAILS comes from decides what SIGHUP can change: only .env is re-read.
     let allowlist_in_environment = std::env::var_os("ALLOWED_EMAILS").is_some();
     // Only the working directory's .env: never one found further up the tree.
@@ -273,15 +287,20 @@ fn load_config(bind: Option<String>) -> Result<Loaded, ConfigError> {
         Some(path) if !allowlist_in_environment => AllowListSource::EnvFile(path),
         _ => AllowListSource::Environment,
     };
-    let lookup = |name: &str| match (name, &bind) {
-        ("ROOMZ_BIND", Some(bind)) => Some(bind.clone()),
-        _ => std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+    let lookup = |name: &str| {
+        let flag = match name {
+            "ROOMZ_BIND" => &flags.bind,
+            "ROOMZ_TLS_CERT" => &flags.tls_cert,
+            "ROOMZ_TLS_KEY" => &flags.tls_key,
+            _ => &None,
+        };
+        flag.clone().or_else(|| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
     };
     Config::from_lookup(lookup, source)
 }
 
-fn serve(bind: Option<String>) -> ExitCode {
-    let loaded = match load_config(bind) {
+fn serve(flags: Flags) -> ExitCode {
+    let loaded = match load_config(flags) {
         Ok(loaded) => loaded,
         Err(error) => return fail(&error),
     };
@@ -324,7 +343,10 @@ async fn run(config: Config) -> ExitCode {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
-            _ = hangup.recv() => handle.reload_allowlist(),
+            _ = hangup.recv() => {
+                handle.reload_allowlist();
+                handle.reload_tls();
+            }
         }
     }
     handle.shutdown().await;

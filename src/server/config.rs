@@ -45,6 +45,9 @@ variables win over it):
   ROOMZ_TRUSTED_PROXIES      reverse proxies (comma-separated IPs) whose X-Real-IP or
                              X-Forwarded-For names the client (default: none)
   ROOMZ_METRICS_BIND         IP:PORT to serve GET /metrics (Prometheus) on (default: off)
+  ROOMZ_TLS_CERT             PEM certificate chain: serve HTTPS (as --tls-cert; re-read on
+                             SIGHUP); needs ROOMZ_TLS_KEY
+  ROOMZ_TLS_KEY              PEM private key of that certificate (as --tls-key)
   RUST_LOG                   log filter for standard error (default info)
 
 docs/configuration.md describes each one.";
@@ -152,6 +155,8 @@ pub struct Config {
     pub max_connections_per_address: u32,
     /// Where `GET /metrics` is served; `None`: nowhere.
     pub metrics_bind: Option<SocketAddr>,
+    /// The certificate and key to serve HTTPS with; `None`: plain HTTP.
+    pub tls: Option<crate::server::tls::TlsFiles>,
 }
 
 /// A configuration problem: what is wrong, and how to fix it.
@@ -277,6 +282,7 @@ impl Config {
 
         let trusted_proxies = trusted_proxies(get("ROOMZ_TRUSTED_PROXIES"))?;
         let metrics_bind = metrics_bind(get("ROOMZ_METRICS_BIND"))?;
+        let tls = tls_files(get("ROOMZ_TLS_CERT"), get("ROOMZ_TLS_KEY"))?;
         let max_connections_per_user = bounded_int(
             "ROOMZ_MAX_CONNECTIONS_PER_USER",
             get("ROOMZ_MAX_CONNECTIONS_PER_USER"),
@@ -314,6 +320,7 @@ impl Config {
             max_connections_per_user,
             max_connections_per_address,
             metrics_bind,
+            tls,
         };
         Ok(Loaded { config, warnings })
     }
@@ -547,6 +554,27 @@ fn bind(value: Option<String>) -> Result<SocketAddr, ConfigError> {
             "for example 127.0.0.1:8000 for this machine only, or 0.0.0.0:8000 for every interface",
         )
     })
+}
+
+/// `ROOMZ_TLS_CERT` and `ROOMZ_TLS_KEY`: both, or neither.
+fn tls_files(
+    cert: Option<String>,
+    key: Option<String>,
+) -> Result<Option<crate::server::tls::TlsFiles>, ConfigError> {
+    let hint = "set both ROOMZ_TLS_CERT and ROOMZ_TLS_KEY (or --tls-cert and --tls-key) to PEM \
+                files, or neither for plain HTTP";
+    match (cert.filter(|c| !c.is_empty()), key.filter(|k| !k.is_empty())) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            Ok(Some(crate::server::tls::TlsFiles { cert: cert.into(), key: key.into() }))
+        }
+        (Some(_), None) => {
+            Err(ConfigError::new("ROOMZ_TLS_CERT is set without ROOMZ_TLS_KEY", hint))
+        }
+        (None, Some(_)) => {
+            Err(ConfigError::new("ROOMZ_TLS_KEY is set without ROOMZ_TLS_CERT", hint))
+        }
+    }
 }
 
 fn metrics_bind(value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {

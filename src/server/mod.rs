@@ -21,6 +21,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod state;
 pub mod store;
+pub mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -106,6 +107,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot set up the mailer: {0}")]
     Mailer(#[from] MailError),
+    #[error("cannot use the TLS certificate: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 impl StartError {
@@ -119,6 +122,9 @@ impl StartError {
                 "check DATABASE_URL, the folder's permissions and the free disk space"
             }
             Self::Mailer(_) => "check EMAIL_SENDER and the Resend settings",
+            Self::Tls(_) => {
+                "ROOMZ_TLS_CERT must hold the PEM certificate chain and ROOMZ_TLS_KEY its PEM private key"
+            }
         }
     }
 }
@@ -127,6 +133,7 @@ impl StartError {
 pub struct ServerHandle {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    tls: Option<tls::CurrentConfig>,
     state: AppState,
     serve: JoinHandle<std::io::Result<()>>,
     committer: JoinHandle<()>,
@@ -141,7 +148,12 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         .map_err(|source| StartError::Bind { addr: config.bind, source })?;
     let addr =
         listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(addr));
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(arc_swap::ArcSwap::new(tls::load(files)?))),
+        None => None,
+    };
+    let public_url =
+        config.public_url.clone().unwrap_or_else(|| default_public_url(addr, tls.is_some()));
     let cookie_secure = config.cookie_secure.unwrap_or(public_url.scheme() == "https");
 
     let (store, cluster): (Arc<dyn Store>, Cluster) = match &config.database {
@@ -216,16 +228,29 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
     // A node is in the node list before its first connection says who is online on it.
     state.cluster.heartbeat(&state).await.map_err(StoreError::from)?;
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        // Chat frames are small: send each at once instead of waiting to fill a packet.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
     let stopped = state.shutdown.clone();
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
-    });
+    let serve = match tls.clone() {
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // Chat frames are small: send each at once instead of waiting for a packet.
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
+            tokio::spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
+            })
+        }
+        Some(current) => {
+            let listener = tls::TlsListener::new(listener, current)
+                .map_err(|source| StartError::Bind { addr, source })?
+                // (No-op: it makes the peer's address available to handlers.)
+                .tap_io(|_| {});
+            tokio::spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
+            })
+        }
+    };
     let metrics_addr = match state.config.metrics_bind {
         Some(addr) => Some(serve_metrics(state.clone(), addr).await?),
         None => None,
@@ -250,6 +275,7 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
     Ok(ServerHandle {
         addr,
         metrics_addr,
+        tls,
         state,
         serve,
         committer: committer_task,
@@ -258,13 +284,14 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
     })
 }
 
-fn default_public_url(addr: SocketAddr) -> Url {
+fn default_public_url(addr: SocketAddr, https: bool) -> Url {
     let host = match addr.ip() {
         ip if ip.is_unspecified() => "localhost".to_owned(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    Url::parse(&format!("http://{host}:{}", addr.port()))
+    let scheme = if https { "https" } else { "http" };
+    Url::parse(&format!("{scheme}://{host}:{}", addr.port()))
         .expect("a socket address makes a valid URL")
 }
 
@@ -371,6 +398,21 @@ impl ServerHandle {
             tracing::warn!("ALLOWED_EMAILS is now empty: nobody can log in");
         }
         removed
+    }
+
+    /// Reads the TLS certificate and key again (a renewed certificate, on SIGHUP): new
+    /// connections get it; a file that does not load changes nothing.
+    pub fn reload_tls(&self) {
+        let (Some(current), Some(files)) = (&self.tls, &self.state.config.tls) else {
+            return;
+        };
+        match tls::load(files) {
+            Ok(config) => {
+                current.store(config);
+                tracing::info!("SIGHUP: TLS certificate reloaded");
+            }
+            Err(error) => tracing::error!(%error, "SIGHUP: TLS certificate not reloaded"),
+        }
     }
 
     /// Re-reads the allow-list from the `.env` file it came from (the SIGHUP action).

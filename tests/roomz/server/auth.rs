@@ -292,3 +292,78 @@ async fn metrics_are_served_only_where_asked() {
     assert_eq!(value("roomz_commit_seconds_count"), 3.0);
     assert!(!text.contains(crate::support::SECRET));
 }
+
+#[tokio::test]
+async fn https_and_secure_websockets_with_the_servers_own_certificate() {
+    use std::sync::Arc;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let server = TestServer::start_with(&[
+        ("ROOMZ_TLS_CERT", cert.to_str().unwrap()),
+        ("ROOMZ_TLS_KEY", key.to_str().unwrap()),
+    ])
+    .await;
+    assert_eq!(server.handle.public_url().scheme(), "https", "links point at https");
+    let base = format!("https://localhost:{}", server.addr().port());
+
+    // Plain HTTP gets no answer from the TLS port; HTTPS does, with a Secure cookie.
+    assert!(server.http.get(server.url("/healthz")).send().await.is_err());
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(made.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", server.addr())
+        .build()
+        .unwrap();
+    let health = https.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let asked = https
+        .post(format!("{base}/auth/request"))
+        .json(&serde_json::json!({ "email": ALICE }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    let link = server.link_for(ALICE).await;
+    assert!(link.starts_with("https://"), "{link}");
+    let verified = https
+        .post(format!("{base}/auth/verify"))
+        .json(&serde_json::json!({ "token": link }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let cookie = verified.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let session: SessionGranted = verified.json().await.unwrap();
+
+    // A WebSocket over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut request =
+        format!("wss://localhost:{}/ws", server.addr().port()).into_client_request().unwrap();
+    let bearer = format!("Bearer {}", session.session).parse().unwrap();
+    request.headers_mut().insert("authorization", bearer);
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connector = tokio_tungstenite::Connector::Rustls(Arc::new(tls));
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
+            .await
+            .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"hello","v":1}"#))
+        .await
+        .unwrap();
+    let welcome = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(welcome.starts_with(r#"{"type":"welcome""#), "{welcome}");
+}

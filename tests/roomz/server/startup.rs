@@ -106,6 +106,11 @@ async fn each_configuration_error_names_the_problem_and_the_fix() {
         ),
         (vec![("DATABASE_POOL_SIZE", Some("many"))], "Error: DATABASE_POOL_SIZE"),
         (
+            vec![("ROOMZ_TLS_CERT", Some("/etc/roomz/cert.pem"))],
+            "Error: ROOMZ_TLS_CERT is set without ROOMZ_TLS_KEY",
+        ),
+        (vec![("ROOMZ_METRICS_BIND", Some("9100"))], "Error: ROOMZ_METRICS_BIND must be IP:PORT"),
+        (
             vec![("ROOMZ_TRUSTED_PROXIES", Some("127.0.0.1, proxy.lan"))],
             "Error: ROOMZ_TRUSTED_PROXIES: \"proxy.lan\" is not an IP address",
         ),
@@ -241,6 +246,10 @@ async fn help_lists_every_variable() {
         "DATABASE_POOL_SIZE",
         "JWT_PREVIOUS_SECRET_KEY",
         "ROOMZ_TRUSTED_PROXIES",
+        "ROOMZ_METRICS_BIND",
+        "ROOMZ_TLS_CERT",
+        "ROOMZ_TLS_KEY",
+        "--tls-cert",
         "ROOMZ_MAX_CONNECTIONS_PER_USER",
         "ROOMZ_MAX_CONNECTIONS_PER_ADDRESS",
         "--bind",
@@ -357,4 +366,22 @@ async fn the_token_command_signs_a_session_the_server_accepts() {
     assert_eq!(stranger.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&stranger.stderr).contains("is not on ALLOWED_EMAILS"));
     assert_eq!(token(ALICE, &["--days", "0"]).status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_certificate_that_cannot_be_read_stops_the_start() {
+    let (code, stderr) = start_error(&[
+        ("ROOMZ_TLS_CERT", Some("/nonexistent/cert.pem")),
+        ("ROOMZ_TLS_KEY", Some("/nonexistent/key.pem")),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("Error: cannot use the TLS certificate: /nonexistent/cert.pem"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: ROOMZ_TLS_CERT must hold the PEM certificate chain"),
+        "{stderr}"
+    );
 }
