@@ -7,8 +7,9 @@
 
 mod client;
 mod cluster;
+mod hostile;
 mod proxy;
 mod server;
 mod store;
 mod support;
-mod tui;
+pub mod tui;

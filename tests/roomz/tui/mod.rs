@@ -4,5 +4,5 @@
 
 mod pty;
 mod screens;
-mod support;
+pub mod support;
 mod update;
