@@ -2,7 +2,12 @@
 //! all that are waiting (up to a batch), stores them in one transaction, and only then
 //! acknowledges them to their senders and hands them to the hub. One fsync serves the whole
 //! batch, and "acknowledged" always means "on disk".
+//!
+//! When the store refuses a batch, each connection in it is held: its later messages are
+//! refused too (they may already be queued) until the first refused one comes again, so a
+//! connection's messages are stored in the order it sent them even across a store fault.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -22,6 +27,15 @@ pub const MAX_BATCH: usize = 512;
 
 /// Messages waiting for the committer before senders wait for room.
 const QUEUE_CAPACITY: usize = 8192;
+/// How long a connection held after a store fault waits for its refused message to come
+/// again before the hold lapses (clients send again after about a second).
+const HOLD_FOR_MS: i64 = 30_000;
+
+/// A connection whose message `id` the store refused: nothing after it is stored first.
+struct Hold {
+    id: String,
+    until: i64,
+}
 
 /// A message waiting to be stored, and the connection that sent it.
 pub struct Pending {
@@ -68,6 +82,7 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
+    let mut holds: HashMap<u64, Hold> = HashMap::new();
     loop {
         let received = tokio::select! {
             received = rx.recv_many(&mut batch, MAX_BATCH) => received,
@@ -81,9 +96,17 @@ async fn run(
         if received == 0 {
             break;
         }
-        let (messages, conns): (Vec<NewMessage>, Vec<Arc<Conn>>) =
-            batch.drain(..).map(|p| (p.message, p.conn)).unzip();
         let now = clock.now_ms();
+        // A hold whose connection is gone (or went quiet) lapses.
+        holds.retain(|_, hold| hold.until > now);
+        let (messages, conns): (Vec<NewMessage>, Vec<Arc<Conn>>) = batch
+            .drain(..)
+            .filter(|p| admitted(&mut holds, p, now))
+            .map(|p| (p.message, p.conn))
+            .unzip();
+        if messages.is_empty() {
+            continue;
+        }
         let started = std::time::Instant::now();
         let appended = store.append(&messages, now).await;
         metrics.commit(started.elapsed(), appended.is_ok());
@@ -98,24 +121,44 @@ async fn run(
                 }
             }
             Err(error) => {
-                // TODO(#7): a later batch of the same connection that commits once the store
-                // is back can land before these are sent again: order holds under the rate
-                // limit (the connection holds back), not yet under store faults.
                 tracing::error!(%error, messages = messages.len(), "committer: store refused a batch");
                 for (message, conn) in messages.into_iter().zip(&conns) {
-                    conn.send_error(ErrorFrame {
-                        id: Some(message.client_id),
-                        ..ErrorFrame::new(
-                            ErrorCode::StoreUnavailable,
-                            "the message was not saved: the server cannot write to its database; \
-                             send it again",
-                        )
+                    // The first refused message of each connection is the one to wait for.
+                    holds.entry(conn.id).or_insert(Hold {
+                        id: message.client_id.clone(),
+                        until: now + HOLD_FOR_MS,
                     });
+                    refuse(conn, message.client_id);
                 }
             }
         }
     }
     tracing::debug!("committer: queue closed and drained");
+}
+
+/// Whether a message may go into the batch: not while its connection waits for an earlier
+/// message the store refused (that one comes first, and lifts the hold).
+fn admitted(holds: &mut HashMap<u64, Hold>, pending: &Pending, now: i64) -> bool {
+    let Some(hold) = holds.get(&pending.conn.id) else {
+        return true;
+    };
+    if hold.id == pending.message.client_id || now >= hold.until {
+        holds.remove(&pending.conn.id);
+        return true;
+    }
+    refuse(&pending.conn, pending.message.client_id.clone());
+    false
+}
+
+/// Tells a sender its message was not stored and should come again.
+fn refuse(conn: &Conn, id: String) {
+    conn.send_error(ErrorFrame {
+        id: Some(id),
+        ..ErrorFrame::new(
+            ErrorCode::StoreUnavailable,
+            "the message was not saved: the server cannot write to its database; send it again",
+        )
+    });
 }
 
 /// Acknowledges one stored message to its sender and, when new, fans it out.

@@ -462,12 +462,24 @@ impl ServerProcess {
     /// Starts `roomz serve` in `dir` with exactly these variables (plus HOME=dir).
     pub fn spawn(dir: &Path, vars: &[(String, String)], args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_roomz"));
+        command.arg("serve").args(args);
+        Self::spawn_command(command, dir, vars)
+    }
+
+    /// Starts `sh -c SCRIPT roomz`: the script runs the binary (its `$0`) as it likes, for
+    /// example under a resource limit.
+    pub fn spawn_in_shell(dir: &Path, vars: &[(String, String)], script: &str) -> Self {
+        let mut command = Command::new("sh");
+        command.args(["-c", script, env!("CARGO_BIN_EXE_roomz")]);
+        Self::spawn_command(command, dir, vars)
+    }
+
+    fn spawn_command(mut command: Command, dir: &Path, vars: &[(String, String)]) -> Self {
         command
-            .arg("serve")
-            .args(args)
             .current_dir(dir)
             .env_clear()
             .env("HOME", dir)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

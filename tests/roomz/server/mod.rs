@@ -3,6 +3,7 @@
 mod auth;
 mod chat;
 mod durability;
+mod faults;
 mod limits;
 mod protocol_doc;
 mod resend;
