@@ -99,11 +99,14 @@ fn main() -> ExitCode {
 }
 
 fn backup(path: &std::path::Path) -> ExitCode {
-    let config = match load_config(Flags::default()) {
-        Ok(loaded) => loaded.config,
+    // Only DATABASE_URL matters here (from .env in the working directory, as for serve).
+    let _ = dotenvy::from_path(".env");
+    let database = match roomz::server::config::database_config(std::env::var("DATABASE_URL").ok())
+    {
+        Ok(database) => database,
         Err(error) => return fail(&error),
     };
-    let database = match &config.database {
+    let database = match &database {
         roomz::server::config::DatabaseConfig::Sqlite { path } => path.clone(),
         roomz::server::config::DatabaseConfig::Postgres { .. } => {
             return fail(&ConfigError {

@@ -10,21 +10,48 @@ use std::sync::{Arc, Mutex};
 use axum::http::HeaderMap;
 
 /// The client's address: the socket's peer, unless that peer is a trusted proxy; then the
-/// address the proxy says it serves (`X-Real-IP`, else the last `X-Forwarded-For` entry,
-/// which is the one the trusted proxy added).
+/// nearest address in `X-Forwarded-For` (all its lines, read from the right, as each proxy
+/// appends the address it got the request from) that is not itself a trusted proxy. What a
+/// client wrote into the header itself is further left, and never reached.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     let peer_ip = canonical(peer.ip());
     if !trusted.contains(&peer_ip) {
+        if !trusted.is_empty() || !headers.contains_key("x-forwarded-for") {
+            return peer_ip;
+        }
+        warn_once_untrusted_forwarding(peer_ip);
         return peer_ip;
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let real = header("x-real-ip").and_then(|v| v.trim().parse::<IpAddr>().ok());
-    let forwarded = || {
-        header("x-forwarded-for")
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    };
-    real.or_else(forwarded).map_or(peer_ip, canonical)
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            // An address a proxy did not write: stop at what can be believed.
+            return peer_ip;
+        };
+        let ip = canonical(ip);
+        if !trusted.contains(&ip) {
+            return ip;
+        }
+    }
+    peer_ip
+}
+
+/// Says once that requests carry X-Forwarded-For while no proxy is trusted: behind a
+/// reverse proxy, every client then counts as the proxy in the per-network limits.
+fn warn_once_untrusted_forwarding(peer: IpAddr) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            %peer,
+            "requests carry X-Forwarded-For but ROOMZ_TRUSTED_PROXIES is not set: behind a \
+             reverse proxy, list its address there, or every client counts as the proxy"
+        );
+    }
 }
 
 /// An IPv4 address seen through IPv6 counts as the IPv4 address.
@@ -126,10 +153,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "10.9.9.9, 203.0.113.7".parse().unwrap());
         assert_eq!(client_ip(proxy, &headers, &[]), proxy.ip(), "not trusted: the socket's");
-        let trusted = ["127.0.0.1".parse().unwrap()];
+        let trusted: [IpAddr; 2] = ["127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
         assert_eq!(client_ip(proxy, &headers, &trusted).to_string(), "203.0.113.7");
+        // A client's own header is further left than what the proxies added.
         headers.insert("x-real-ip", "198.51.100.4".parse().unwrap());
-        assert_eq!(client_ip(proxy, &headers, &trusted).to_string(), "198.51.100.4");
+        headers.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        assert_eq!(client_ip(proxy, &headers, &trusted).to_string(), "203.0.113.7");
+        headers.insert("x-forwarded-for", "1.2.3.4, not-an-address".parse().unwrap());
+        assert_eq!(client_ip(proxy, &headers, &trusted), proxy.ip(), "nothing believable");
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:1".parse().unwrap();
         assert_eq!(client_ip(mapped, &HeaderMap::new(), &[]).to_string(), "127.0.0.1");
         assert_eq!(network_of("2001:db8:1:2:3:4:5:6".parse().unwrap()), "2001:db8:1:2::/64");

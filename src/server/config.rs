@@ -42,8 +42,8 @@ variables win over it):
   ROOMZ_MAX_CONNECTIONS_PER_USER     open WebSocket connections per user (default 20)
   ROOMZ_MAX_CONNECTIONS_PER_ADDRESS  open WebSocket connections per client address
                              (an IPv4 address or an IPv6 /64; default 1000)
-  ROOMZ_TRUSTED_PROXIES      reverse proxies (comma-separated IPs) whose X-Real-IP or
-                             X-Forwarded-For names the client (default: none)
+  ROOMZ_TRUSTED_PROXIES      reverse proxies (comma-separated IPs) whose X-Forwarded-For
+                             names the client (default: none)
   ROOMZ_METRICS_BIND         IP:PORT to serve GET /metrics (Prometheus) on (default: off)
   ROOMZ_TLS_CERT             PEM certificate chain: serve HTTPS (as --tls-cert; re-read on
                              SIGHUP); needs ROOMZ_TLS_KEY
@@ -149,7 +149,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub messages_per_second: u32,
     pub message_burst: u32,
-    /// Reverse proxies whose `X-Real-IP` / `X-Forwarded-For` name the client.
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub max_connections_per_user: u32,
     pub max_connections_per_address: u32,
@@ -632,6 +632,11 @@ fn cookie_secure(value: Option<String>) -> Result<Option<bool>, ConfigError> {
 
 fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "roomz").map(|dirs| dirs.data_dir().to_path_buf())
+}
+
+/// `DATABASE_URL` alone, for commands that need nothing else (`roomz backup`).
+pub fn database_config(value: Option<String>) -> Result<DatabaseConfig, ConfigError> {
+    database(value, default_data_dir, 10)
 }
 
 fn database(

@@ -228,6 +228,10 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
     // A node is in the node list before its first connection says who is online on it.
     state.cluster.heartbeat(&state).await.map_err(StoreError::from)?;
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let metrics_addr = match state.config.metrics_bind {
+        Some(addr) => Some(serve_metrics(state.clone(), addr).await?),
+        None => None,
+    };
     let stopped = state.shutdown.clone();
     let serve = match tls.clone() {
         None => {
@@ -250,10 +254,6 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
                 axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
             })
         }
-    };
-    let metrics_addr = match state.config.metrics_bind {
-        Some(addr) => Some(serve_metrics(state.clone(), addr).await?),
-        None => None,
     };
     let pruner = tokio::spawn(prune_periodically(state.clone()));
     tokio::spawn(checkpoint_periodically(state.clone()));

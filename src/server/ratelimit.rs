@@ -47,17 +47,11 @@ impl TokenBuckets {
         Err((wait_secs * 1000.0).ceil() as u64)
     }
 
-    /// Whether `key` has a token now, without taking it; else in how many milliseconds.
-    pub fn check(&self, key: &str, now: Millis) -> Result<(), u64> {
-        let buckets = self.buckets.lock().expect("rate lock");
-        let Some(bucket) = buckets.get(key) else {
-            return Ok(());
-        };
-        let tokens = self.refilled(bucket, now);
-        if tokens >= 1.0 {
-            return Ok(());
+    /// Gives back a token taken for something that turned out not to count.
+    pub fn refund(&self, key: &str) {
+        if let Some(bucket) = self.buckets.lock().expect("rate lock").get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
         }
-        Err(((1.0 - tokens) / self.per_second * 1000.0).ceil() as u64)
     }
 
     /// Forgets the buckets that are full again: they behave as new ones would.

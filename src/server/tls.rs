@@ -3,9 +3,10 @@
 //! renewed certificate needs no restart), and a listener that does each handshake in a task
 //! of its own, so a slow or silent client never holds up the others.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,9 +20,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// How long a client has to finish the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes under way at once; more wait to be accepted.
-const HANDSHAKES_AT_ONCE: usize = 256;
+const HANDSHAKES_AT_ONCE: usize = 1024;
+/// Handshakes under way at once from one address: one host opening silent connections
+/// cannot take every place.
+const HANDSHAKES_PER_ADDRESS: usize = 16;
 
 /// Where the certificate and its key are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +102,7 @@ async fn accept_loop(
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
+    let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;
@@ -111,12 +116,17 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(place) = AddressPlace::take(&per_address, peer.ip()) else {
+            tracing::debug!(%peer, "tls: too many handshakes from one address; refused");
+            continue;
+        };
         // Chat frames are small: send each at once instead of waiting to fill a packet.
         let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(config.load_full());
         let ready = ready.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _place = place;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let _ = ready.send((tls, peer)).await;
@@ -125,6 +135,36 @@ async fn accept_loop(
                 Err(_) => tracing::debug!(%peer, "tls: handshake timed out"),
             }
         });
+    }
+}
+
+/// One address's place among the handshakes under way; freed when dropped.
+struct AddressPlace {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressPlace {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut map = counts.lock().expect("handshake counts lock");
+        let count = map.entry(ip).or_default();
+        if *count >= HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(Self { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().expect("handshake counts lock");
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -186,23 +186,25 @@ pub async fn verify_token(
 ) -> Result<(HeaderMap, Json<SessionGranted>), AppError> {
     let now = state.clock.now_ms();
     let network = network_of(client_ip(peer, &headers, &state.config.trusted_proxies));
-    if let Err(wait_ms) = state.failed_redemptions.check(&network, now) {
-        let secs = wait_ms.div_ceil(1000);
-        tracing::warn!(network = %network, retry_after_secs = secs, "auth: rate limit exceeded (wrong tokens from one network)");
-        state.metrics.limited(Limited::WrongTokens);
-        return Err(AppError::rate_limited(
-            format!("too many wrong login tokens from your network; try again in {secs} s"),
-            secs,
-        ));
-    }
+    // Taken up front (so that many tokens at once all count) and given back when the token
+    // works. Past the limit a good token still works: nobody sharing the network can lock
+    // the others out; a wrong one gets `429` instead of `401`.
+    let over_limit = state.failed_redemptions.take(&network, now).err();
     let Json(body) = body?;
     if body.token.len() > MAX_TOKEN_FIELD {
         return Err(AppError::bad_request("invalid_token", "the token field is too long"));
     }
     let refused = || {
-        // Each refusal counts against the network's allowance of wrong tokens.
-        let _ = state.failed_redemptions.take(&network, now);
         state.metrics.auth(AuthEvent::Rejected);
+        if let Some(wait_ms) = over_limit {
+            let secs = wait_ms.div_ceil(1000);
+            tracing::warn!(network = %network, retry_after_secs = secs, "auth: rate limit exceeded (wrong tokens from one network)");
+            state.metrics.limited(Limited::WrongTokens);
+            return AppError::rate_limited(
+                format!("too many wrong login tokens from your network; try again in {secs} s"),
+                secs,
+            );
+        }
         AppError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -222,6 +224,9 @@ pub async fn verify_token(
         return Err(refused());
     }
     let (session, issued) = state.sessions.issue(&email, now);
+    if over_limit.is_none() {
+        state.failed_redemptions.refund(&network);
+    }
     tracing::info!(email = %email, "auth: verified, session issued");
     state.metrics.auth(AuthEvent::Verified);
     let max_age = (issued.expires_at - now) / 1000;

@@ -103,8 +103,10 @@ async fn a_full_disk_refuses_messages_loses_none_and_recovers() {
     assert!(lifted.success());
     let mut after = vec![refused.clone()];
     after.extend((0..3).map(|i| format!("after-{i}")));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for id in &after {
         let seq = loop {
+            assert!(tokio::time::Instant::now() < deadline, "the server never recovered");
             alice
                 .send(&ClientFrame::Send {
                     room: "general".into(),

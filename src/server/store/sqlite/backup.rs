@@ -31,6 +31,11 @@ pub async fn backup(from: &Path, to: &Path) -> StoreResult<Backup> {
         let exists = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "will not overwrite");
         return Err(io(to, exists));
     }
+    let folder = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder");
+        return Err(io(folder, missing));
+    }
     let options = SqliteConnectOptions::from_str("sqlite:")?
         .filename(from)
         .busy_timeout(BUSY_TIMEOUT)
@@ -41,6 +46,9 @@ pub async fn backup(from: &Path, to: &Path) -> StoreResult<Backup> {
     })?;
     sqlx::query("VACUUM INTO ?1").bind(target).execute(&mut source).await?;
     source.close().await?;
+    // VACUUM INTO does not flush what it wrote: a backup is on disk before it is reported.
+    std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(|e| io(to, e))?;
+    std::fs::File::open(folder).and_then(|f| f.sync_all()).map_err(|e| io(folder, e))?;
 
     // The copy must open and be whole before it counts as a backup.
     let options = SqliteConnectOptions::from_str("sqlite:")?.filename(to).read_only(true);
