@@ -1,8 +1,10 @@
 //! The store failing under the server: the database locked by another program past the
-//! server's patience, and the disk full (a file-size limit on the server process, which is
-//! what a full disk looks like to SQLite: a write that cannot grow the file). The server
-//! answers with errors and stays up, loses nothing it acknowledged, keeps each sender's
-//! messages in the order sent, and recovers when the fault goes.
+//! server's patience; the disk full, as a small tmpfs and as a file-size limit on the server
+//! process (what a full disk looks like to SQLite: a write that cannot grow the file; it
+//! needs no privilege); and the database files made unwritable (immutable, which stops even
+//! root). The server answers with errors and stays up, loses nothing it acknowledged, keeps
+//! each sender's messages in the order sent, and recovers when the fault goes. The tmpfs and
+//! immutable tests need root, and say so when they cannot run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -61,16 +63,131 @@ async fn a_full_disk_refuses_messages_loses_none_and_recovers() {
     let mut server = ServerProcess::spawn_in_shell(dir.path(), &vars, limited).ready().await;
     let session = server.login(ALICE).await;
     let mut alice = Client::connect(&server.ws_url(), &session, HashMap::new()).await;
+    let (mut acked, refused) = fill_until_refused(&mut alice).await;
 
-    // Large messages, one at a time, until the store refuses one.
+    // Room again on the disk.
+    let lifted = std::process::Command::new("prlimit")
+        .args(["--pid", &server.child.id().to_string(), "--fsize=unlimited:unlimited"])
+        .status()
+        .unwrap();
+    assert!(lifted.success());
+    acked.extend(send_until_stored(&mut alice, &refused).await);
+    server.signal("TERM");
+    let _ = server.exit().await;
+    all_there_after_a_restart(dir.path(), &vars, &session, &acked).await;
+}
+
+#[tokio::test]
+async fn a_full_tmpfs_refuses_messages_loses_none_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "2m") else {
+        eprintln!("skipped: mounting a tmpfs needs root (the file-size limit test covers it)");
+        return;
+    };
+    let mut vars = base_env(dir.path());
+    let db = format!("sqlite:{}", disk.path.join("roomz.db").display());
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    vars.push(("DATABASE_URL".into(), db));
+    let mut server = ServerProcess::spawn(dir.path(), &vars, &[]).ready().await;
+    let session = server.login(ALICE).await;
+    let mut alice = Client::connect(&server.ws_url(), &session, HashMap::new()).await;
+    let (mut acked, refused) = fill_until_refused(&mut alice).await;
+
+    disk.grow("64m");
+    acked.extend(send_until_stored(&mut alice, &refused).await);
+    server.signal("TERM");
+    let _ = server.exit().await;
+    all_there_after_a_restart(dir.path(), &vars, &session, &acked).await;
+}
+
+#[tokio::test]
+async fn an_unwritable_database_refuses_messages_loses_none_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = base_env(dir.path());
+    let mut server = ServerProcess::spawn(dir.path(), &vars, &[]).ready().await;
+    let session = server.login(ALICE).await;
+    let mut alice = Client::connect(&server.ws_url(), &session, HashMap::new()).await;
+    let mut acked = BTreeMap::new();
+    for i in 0..5 {
+        let (id, seq) = alice.post("general", &format!("before {i}")).await;
+        acked.insert(id, seq);
+    }
+    // Immutable files: not even root may write them (permissions would not stop root).
+    let files: Vec<_> = ["roomz.db", "roomz.db-wal"].iter().map(|f| dir.path().join(f)).collect();
+    if !chattr("+i", &files) {
+        eprintln!("skipped: chattr +i needs root on a file system that has it");
+        return;
+    }
+    let refused = "while-unwritable".to_owned();
+    let frame = ClientFrame::Send { room: "general".into(), id: refused.clone(), text: "x".into() };
+    alice.send(&frame).await;
+    let code = alice
+        .wait_for(|f| match f {
+            ServerFrame::Error(e) if e.id.as_deref() == Some(refused.as_str()) => Some(e.code),
+            ServerFrame::Ack { id, .. } if *id == refused => Some(ErrorCode::BadFrame),
+            _ => None,
+        })
+        .await;
+    assert!(chattr("-i", &files));
+    assert_eq!(code, ErrorCode::StoreUnavailable, "refused, not stored");
+    acked.extend(send_until_stored(&mut alice, &refused).await);
+    server.signal("TERM");
+    let _ = server.exit().await;
+    all_there_after_a_restart(dir.path(), &vars, &session, &acked).await;
+}
+
+fn chattr(flag: &str, files: &[std::path::PathBuf]) -> bool {
+    std::process::Command::new("chattr")
+        .arg(flag)
+        .args(files)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Self { path: path.to_owned() })
+    }
+
+    fn grow(&self, size: &str) {
+        let grown = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(grown.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Large messages, one at a time, until the store refuses one: what was acknowledged, and
+/// the id refused.
+async fn fill_until_refused(alice: &mut Client) -> (BTreeMap<String, u64>, String) {
     let text = "x".repeat(9_000);
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
-    let mut refused = None;
-    for i in 0..2_000 {
+    for i in 0..5_000 {
         let id = format!("m{i}");
-        alice
-            .send(&ClientFrame::Send { room: "general".into(), id: id.clone(), text: text.clone() })
-            .await;
+        let frame =
+            ClientFrame::Send { room: "general".into(), id: id.clone(), text: text.clone() };
+        alice.send(&frame).await;
         let answer = alice
             .wait_for(|f| match f {
                 ServerFrame::Ack { id: acked_id, seq, .. } if *acked_id == id => Some(Ok(*seq)),
@@ -84,39 +201,32 @@ async fn a_full_disk_refuses_messages_loses_none_and_recovers() {
             }
             Err(code) => {
                 assert_eq!(code, ErrorCode::StoreUnavailable);
-                refused = Some(id);
-                break;
+                assert!(acked.len() > 10, "the store was full too soon to mean anything");
+                // The server is still there, and says so.
+                let pong = alice.request(|req| ClientFrame::Ping { req }).await;
+                assert!(matches!(pong, ServerFrame::Pong { .. }));
+                return (acked, id);
             }
         }
     }
-    let refused = refused.expect("the file-size limit was never reached");
-    assert!(acked.len() > 10, "the limit came too soon to mean anything");
-    // The server is still there, and says so.
-    let pong = alice.request(|req| ClientFrame::Ping { req }).await;
-    assert!(matches!(pong, ServerFrame::Pong { .. }));
+    panic!("the store never filled up");
+}
 
-    // Room again on the disk: the refused message, sent again, is stored, and so are others.
-    let lifted = std::process::Command::new("prlimit")
-        .args(["--pid", &server.child.id().to_string(), "--fsize=unlimited:unlimited"])
-        .status()
-        .unwrap();
-    assert!(lifted.success());
-    let mut after = vec![refused.clone()];
-    after.extend((0..3).map(|i| format!("after-{i}")));
+/// Sends the refused message again, and three more, until each is acknowledged.
+async fn send_until_stored(alice: &mut Client, refused: &str) -> BTreeMap<String, u64> {
+    let mut ids = vec![refused.to_owned()];
+    ids.extend((0..3).map(|i| format!("after-{i}")));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for id in &after {
+    let mut acked = BTreeMap::new();
+    for id in ids {
         let seq = loop {
             assert!(tokio::time::Instant::now() < deadline, "the server never recovered");
-            alice
-                .send(&ClientFrame::Send {
-                    room: "general".into(),
-                    id: id.clone(),
-                    text: "back".into(),
-                })
-                .await;
+            let frame =
+                ClientFrame::Send { room: "general".into(), id: id.clone(), text: "back".into() };
+            alice.send(&frame).await;
             let answer = alice
                 .wait_for(|f| match f {
-                    ServerFrame::Ack { id: acked_id, seq, .. } if acked_id == id => {
+                    ServerFrame::Ack { id: acked_id, seq, .. } if *acked_id == id => {
                         Some(Some(*seq))
                     }
                     ServerFrame::Error(e) if e.id.as_deref() == Some(id.as_str()) => Some(None),
@@ -128,16 +238,22 @@ async fn a_full_disk_refuses_messages_loses_none_and_recovers() {
                 None => tokio::time::sleep(Duration::from_millis(300)).await,
             }
         };
-        acked.insert(id.clone(), seq);
+        acked.insert(id, seq);
     }
+    acked
+}
 
-    // After a restart, everything acknowledged is there, once, with no gap.
-    server.signal("TERM");
-    let _ = server.exit().await;
-    let server = ServerProcess::spawn(dir.path(), &vars, &[]).ready().await;
-    let mut alice = Client::connect(&server.ws_url(), &session, HashMap::new()).await;
+/// Starts the server again: everything acknowledged is there, once, with no gap.
+async fn all_there_after_a_restart(
+    dir: &std::path::Path,
+    vars: &[(String, String)],
+    session: &str,
+    acked: &BTreeMap<String, u64>,
+) {
+    let server = ServerProcess::spawn(dir, vars, &[]).ready().await;
+    let mut alice = Client::connect(&server.ws_url(), session, HashMap::new()).await;
     let stored = stored(&mut alice).await;
-    for (id, seq) in &acked {
+    for (id, seq) in acked {
         assert_eq!(stored.get(id), Some(seq), "acknowledged message {id} is missing or moved");
     }
     let mut seqs: Vec<u64> = stored.values().copied().collect();
