@@ -177,6 +177,8 @@ fn roomz_node(dir: &Path, database: &str) -> Node {
         .env("ROOMZ_BIND", "127.0.0.1:0")
         .env("ROOMZ_MESSAGES_PER_SECOND", "1000000")
         .env("ROOMZ_MESSAGE_BURST", "1000000")
+        // Every client of the load generator comes from 127.0.0.1.
+        .env("ROOMZ_MAX_CONNECTIONS_PER_ADDRESS", "10000000")
         .env("RUST_LOG", "warn,roomz::server=info,roomz::server::ws=warn,roomz::server::auth=warn");
     // Settings of the server's runtime can be passed through for experiments.
     for name in ["TOKIO_WORKER_THREADS"] {

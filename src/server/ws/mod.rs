@@ -217,11 +217,15 @@ async fn read(
     let conn = connection.finish();
     tracing::info!(conn = conn.id, email = %conn.email, reason = ended, "ws: disconnected");
     if state.cluster.is_shared() {
-        // As in `hello`: one user's comings and goings on this node, one at a time.
-        let _membership = state.membership.lock(&conn.email).await;
-        if let Some(rooms) = state.hub.unregister(&conn, false) {
-            state.cluster.present(&state.hub, &conn.email, &rooms, false).await;
-        }
+        // Boxed: the database calls' state would otherwise sit in every connection's task.
+        Box::pin(async {
+            // As in `hello`: one user's comings and goings on this node, one at a time.
+            let _membership = state.membership.lock(&conn.email).await;
+            if let Some(rooms) = state.hub.unregister(&conn, false) {
+                state.cluster.present(&state.hub, &conn.email, &rooms, false).await;
+            }
+        })
+        .await;
     } else {
         state.hub.unregister(&conn, true);
     }
