@@ -105,6 +105,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the database: {0}")]
+    Postgres(StoreError),
     #[error("cannot set up the mailer: {0}")]
     Mailer(#[from] MailError),
     #[error("cannot use the TLS certificate: {0}")]
@@ -120,6 +122,10 @@ impl StartError {
             }
             Self::Store(_) => {
                 "check DATABASE_URL, the folder's permissions and the free disk space"
+            }
+            Self::Postgres(_) => {
+                "check DATABASE_URL: that PostgreSQL runs, is reachable from here and lets this \
+                 user in, and for TLS its sslmode and sslrootcert (docs/deploy.md)"
             }
             Self::Mailer(_) => "check EMAIL_SENDER and the Resend settings",
             Self::Tls(_) => {
@@ -162,7 +168,9 @@ pub async fn start(config: Config, options: ServerOptions) -> Result<ServerHandl
         }
         DatabaseConfig::Postgres { url, pool_size } => {
             let node = cluster::new_node_id();
-            let store = PgStore::open(url.expose(), *pool_size, node.clone()).await?;
+            let store = PgStore::open(url.expose(), *pool_size, node.clone())
+                .await
+                .map_err(StartError::Postgres)?;
             let cluster = Cluster::shared(node, store.pool().clone(), url.clone());
             (Arc::new(store), cluster)
         }

@@ -1,8 +1,9 @@
 //! Two `roomz serve` nodes on one PostgreSQL database, as a team that outgrew one machine
 //! runs them: users on either node chat in one room in one order, magic links and their
 //! rate limit hold across nodes, presence, names, read markers and joins cross over, and a
-//! node whose listening connection is killed loses nothing. Skipped without
-//! `ROOMZ_TEST_POSTGRES` (`.ci/test` starts a server and requires them).
+//! node whose listening connection is killed loses nothing; TLS to the database checks the
+//! server's certificate. Skipped without `ROOMZ_TEST_POSTGRES` (`.ci/test` starts a server
+//! and requires them).
 
 use std::collections::BTreeMap;
 
@@ -287,4 +288,74 @@ async fn the_users_of_a_node_that_stopped_answering_go_offline() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// The URL of `url`'s database with TLS required and the server's certificate checked:
+/// against the test authority (`Some`) or against the system's roots (`None`).
+fn verified(url: &str, authority: Option<&str>) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_query(None);
+    url.query_pairs_mut().append_pair("sslmode", "verify-full");
+    if let Some(authority) = authority {
+        url.query_pairs_mut().append_pair("sslrootcert", authority);
+    }
+    url.to_string()
+}
+
+#[tokio::test]
+async fn tls_to_postgresql_checks_the_certificate() {
+    use sqlx::Connection;
+    let Some(url) = fresh_postgres_database().await else { return };
+    let authority = std::env::var("ROOMZ_TEST_POSTGRES_CA").unwrap_or_default();
+    if authority.is_empty() {
+        eprintln!("skipped: the test PostgreSQL takes no TLS (.ci/with-postgres needs openssl)");
+        return;
+    }
+
+    // Verified against the authority that signed the server's certificate: the node works,
+    // and every connection it holds is encrypted.
+    let node = TestServer::node(&verified(&url, Some(&authority))).await;
+    let mut alice = node.connect(ALICE).await;
+    alice.post("general", "over TLS").await;
+    let database = url::Url::parse(&url).unwrap().path().trim_start_matches('/').to_owned();
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (encrypted, plain): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(encrypted >= 1 && plain == 0, "{encrypted} encrypted, {plain} plain");
+    drop(alice);
+    node.stop().await;
+
+    // A certificate no trusted authority signed stops the start, with the reason and no
+    // password.
+    let dir = tempfile::tempdir().unwrap();
+    let mut with_password = url::Url::parse(&verified(&url, None)).unwrap();
+    with_password.set_password(Some("hunter2-not-logged")).unwrap();
+    let mut vars = crate::support::base_env(dir.path());
+    vars.retain(|(name, _)| name != "DATABASE_URL");
+    vars.push(("DATABASE_URL".into(), with_password.to_string()));
+    let (code, stderr) = crate::support::ServerProcess::spawn(dir.path(), &vars, &[]).exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Error: cannot open the database"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(stderr.contains("hint: check DATABASE_URL: that PostgreSQL runs"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // A certificate file that is not there is named.
+    let missing = dir.path().join("no-such-ca.crt");
+    let missing = missing.to_str().unwrap();
+    vars.retain(|(name, _)| name != "DATABASE_URL");
+    vars.push(("DATABASE_URL".into(), verified(&url, Some(missing))));
+    let (code, stderr) = crate::support::ServerProcess::spawn(dir.path(), &vars, &[]).exit().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read the file {missing} that sslrootcert names")),
+        "{stderr}"
+    );
 }

@@ -25,6 +25,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("cannot prepare the database at {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("cannot read the file {path} that {what} names: {source}")]
+    File { what: String, path: String, source: std::io::Error },
     #[error("room {0:?} does not exist")]
     NoSuchRoom(String),
 }

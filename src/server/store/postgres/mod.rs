@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 
-use super::{Appended, Joined, LinkQuota, LinkState, NewMessage, Store, StoreResult};
+use super::{Appended, Joined, LinkQuota, LinkState, NewMessage, Store, StoreError, StoreResult};
 use crate::protocol::text::DEFAULT_ROOM;
 use crate::protocol::{Message, Millis, RoomSummary, Seq};
 use crate::server::cluster::NodeId;
@@ -41,6 +41,7 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url).map_err(|_| {
             sqlx::Error::Configuration("DATABASE_URL could not be read as a PostgreSQL URL".into())
         })?;
+        check_tls_files(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .min_connections(1)
@@ -55,6 +56,27 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Reads each certificate and key file the URL names (`sslrootcert`, `sslcert`, `sslkey` and
+/// their other spellings) before connecting: the driver's own error for a missing one does
+/// not say which file it is.
+fn check_tls_files(url: &str) -> StoreResult<()> {
+    const FILES: [&str; 7] =
+        ["sslrootcert", "ssl-root-cert", "ssl-ca", "sslcert", "ssl-cert", "sslkey", "ssl-key"];
+    let Ok(url) = url::Url::parse(url) else { return Ok(()) };
+    for (name, value) in url.query_pairs() {
+        // A value may also be the PEM text itself.
+        if !FILES.contains(&&*name) || value.starts_with("-----BEGIN") {
+            continue;
+        }
+        std::fs::File::open(&*value).map_err(|source| StoreError::File {
+            what: name.to_string(),
+            path: value.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 pub(super) fn seq_to_db(seq: Seq) -> i64 {
