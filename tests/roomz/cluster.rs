@@ -2,8 +2,9 @@
 //! runs them: users on either node chat in one room in one order, magic links and their
 //! rate limit hold across nodes, presence, names, read markers and joins cross over, and a
 //! node whose listening connection is killed loses nothing; TLS to the database checks the
-//! server's certificate. Skipped without `ROOMZ_TEST_POSTGRES` (`.ci/test` starts a server
-//! and requires them).
+//! server's certificate; presence and read markers a node missed while not listening are
+//! pushed when it listens again. Skipped without `ROOMZ_TEST_POSTGRES` (`.ci/test` starts
+//! a server and requires them).
 
 use std::collections::BTreeMap;
 
@@ -358,4 +359,101 @@ async fn tls_to_postgresql_checks_the_certificate() {
         stderr.contains(&format!("cannot read the file {missing} that sslrootcert names")),
         "{stderr}"
     );
+}
+
+/// Frames `client` gets in `window`, however many.
+async fn frames_within(client: &mut Client, window: std::time::Duration) -> Vec<ServerFrame> {
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Ok(frame)) = tokio::time::timeout_at(deadline, client.read()).await {
+        frames.push(frame);
+    }
+    frames
+}
+
+#[tokio::test]
+async fn presence_and_markers_missed_while_not_listening_are_pushed_after() {
+    use sqlx::Connection;
+    let Some(url) = fresh_postgres_database().await else { return };
+    let b = TestServer::node(&url).await;
+
+    // Node A logs in as a role of its own, which (unlike a superuser) a connection limit
+    // holds: with the limit at 0, A's listener cannot come back until it is lifted.
+    let role = format!("roomz_node_{}", roomz::server::cluster::new_node_id());
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT CREATE, USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await.unwrap();
+    }
+    let mut a_url = url::Url::parse(&url).unwrap();
+    a_url.set_username(&role).unwrap();
+    let a = TestServer::node(a_url.as_str()).await;
+
+    let mut alice_a = a.connect(ALICE).await;
+    let mut alice_b = b.connect(ALICE).await;
+    let mut bob = b.connect(BOB).await;
+    alice_a
+        .wait_for(|f| match f {
+            ServerFrame::Presence { email, online: true, .. } if email == BOB => Some(()),
+            _ => None,
+        })
+        .await;
+    let (_, seq) = bob.post("general", "read me on the other node").await;
+    assert_eq!(alice_a.message("general").await.seq, seq);
+
+    // A stops listening, and stays away.
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} CONNECTION LIMIT 0")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE usename = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(&role)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true]);
+
+    // Meanwhile on B: alice reads the message, bob goes. A hears of neither.
+    alice_b.send(&ClientFrame::MarkRead { room: "general".into(), seq }).await;
+    drop(bob);
+    let missed = frames_within(&mut alice_a, std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !missed
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Read { .. } | ServerFrame::Presence { .. })),
+        "{missed:?}"
+    );
+
+    // A listens again: the marker and bob's going reach alice on A.
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} CONNECTION LIMIT -1")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let read = alice_a
+        .wait_for(|f| match f {
+            ServerFrame::Read { room, seq } if room == "general" => Some(*seq),
+            _ => None,
+        })
+        .await;
+    assert_eq!(read, seq);
+    alice_a
+        .wait_for(|f| match f {
+            ServerFrame::Presence { email, online: false, .. } if email == BOB => Some(()),
+            _ => None,
+        })
+        .await;
+
+    drop((alice_a, alice_b));
+    a.stop().await;
+    b.stop().await;
+    for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await.unwrap();
+    }
 }

@@ -3,8 +3,9 @@
 //! per room and fanned out like local ones. When the connection drops, or goes silent (the
 //! node's own heartbeat notice stops coming back, as on a connection a firewall dropped
 //! without a word), it connects again, listens, and only then reads where every room this
-//! node serves stands and which rooms its users are in, so nothing committed while it was
-//! away is missed (the writers fill any gap from the store, and skip what they sent).
+//! node serves stands, which rooms its users are in, their read markers and who is online
+//! elsewhere, so nothing committed while it was away is missed (the writers fill any gap
+//! from the store, and skip what they sent).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -176,6 +177,9 @@ async fn apply(state: &AppState, notice: Notice) -> Result<(), StoreError> {
         Notice::Presence { email, .. } => {
             // As the database says now: notices from two nodes may arrive out of order.
             let elsewhere = state.cluster.online_elsewhere(std::slice::from_ref(&email)).await?;
+            if let Some(peers) = state.cluster.peers() {
+                peers.note_elsewhere(&email, !elsewhere.is_empty());
+            }
             let online = state.hub.is_online(&email) || !elsewhere.is_empty();
             super::announce_here(state, &email, online).await;
         }
@@ -210,8 +214,9 @@ async fn apply(state: &AppState, notice: Notice) -> Result<(), StoreError> {
 }
 
 /// Makes the rooms each user here follows match the database (a join or a leave made on
-/// another node while this one was not listening).
-async fn reconcile_memberships(state: &AppState) -> Result<(), StoreError> {
+/// another node while this one was not listening), and sends each user their read markers
+/// again (one moved on another node meanwhile; clients only ever move a marker forward).
+async fn reconcile_users(state: &AppState) -> Result<(), StoreError> {
     for email in state.hub.users() {
         let _membership = state.membership.lock(&email).await;
         let stored = state.store.rooms_of(&email).await?;
@@ -224,14 +229,35 @@ async fn reconcile_memberships(state: &AppState) -> Result<(), StoreError> {
         for room in followed.iter().filter(|r| !stored.iter().any(|s| *s.name == ***r)) {
             state.hub.left_elsewhere(&email, room, false);
         }
+        for summary in stored.into_iter().filter(|s| s.last_read > 0) {
+            let frame = ServerFrame::Read { room: summary.name, seq: summary.last_read };
+            state.hub.send_to_user(&email, &frame);
+        }
+    }
+    Ok(())
+}
+
+/// Pushes the presence changes of other nodes' users that this node missed: who is online
+/// elsewhere now, against what the notices had told it.
+async fn reconcile_presence(state: &AppState, peers: &Peers) -> Result<(), StoreError> {
+    let now = state.cluster.everyone_elsewhere().await?;
+    let Some(before) = peers.replace_elsewhere(now.clone()) else {
+        return Ok(());
+    };
+    for email in before.symmetric_difference(&now) {
+        if !state.hub.is_online(email) {
+            super::announce_here(state, email, now.contains(email)).await;
+        }
     }
     Ok(())
 }
 
 /// After (re)connecting: every room this node serves is brought up to where the database
-/// says it is, its users' rooms and the display names it remembers are read again.
+/// says it is; its users' rooms and read markers, who is online elsewhere and the display
+/// names it remembers are read again.
 async fn catch_up(state: &AppState, peers: &Peers) -> Result<(), StoreError> {
-    reconcile_memberships(state).await?;
+    reconcile_users(state).await?;
+    reconcile_presence(state, peers).await?;
     let rooms: Vec<String> = state.hub.rooms().iter().map(|r| r.to_string()).collect();
     if !rooms.is_empty() {
         let rows = sqlx::query("SELECT name, last_seq FROM rooms WHERE name = ANY($1)")

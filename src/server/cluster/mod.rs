@@ -16,7 +16,7 @@
 pub mod listener;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -117,6 +117,30 @@ pub struct Peers {
     pub pool: PgPool,
     /// The database URL, for the listener's own connection (it may hold a password).
     pub url: Secret,
+    /// The users this node takes to be online on other nodes, as the presence notices
+    /// have told it; compared with the database when the listener comes back, so that a
+    /// change it missed meanwhile is pushed. `None` until the listener first catches up.
+    elsewhere: Mutex<Option<HashSet<String>>>,
+}
+
+impl Peers {
+    /// Notes that `email` is online on another node, or on none.
+    fn note_elsewhere(&self, email: &str, online: bool) {
+        let mut elsewhere = self.elsewhere.lock().expect("presence lock poisoned");
+        if let Some(users) = elsewhere.as_mut() {
+            if online {
+                users.insert(email.to_owned());
+            } else {
+                users.remove(email);
+            }
+        }
+    }
+
+    /// Takes `now` as who is online on other nodes; returns what this node believed before
+    /// (`None` the first time).
+    fn replace_elsewhere(&self, now: HashSet<String>) -> Option<HashSet<String>> {
+        self.elsewhere.lock().expect("presence lock poisoned").replace(now)
+    }
 }
 
 impl Cluster {
@@ -127,7 +151,8 @@ impl Cluster {
 
     /// A node of a cluster on this database.
     pub fn shared(node: NodeId, pool: PgPool, url: Secret) -> Self {
-        Self { peers: Some(Arc::new(Peers { node, pool, url })) }
+        let elsewhere = Mutex::new(None);
+        Self { peers: Some(Arc::new(Peers { node, pool, url, elsewhere })) }
     }
 
     /// The cluster's parts, when there is one.
@@ -213,6 +238,9 @@ impl Cluster {
             return Ok(());
         }
         let still = self.online_elsewhere(&stranded).await?;
+        for email in stranded.iter().filter(|e| !still.contains(*e)) {
+            peers.note_elsewhere(email, false);
+        }
         for email in stranded.into_iter().filter(|e| !still.contains(e) && !state.hub.is_online(e))
         {
             tracing::info!(email = %email, "cluster: offline with the node that stopped");
@@ -240,7 +268,12 @@ impl Cluster {
     /// cluster: records it, and when that changes their presence everywhere, tells the
     /// members of their rooms, here through the hub and on the other nodes by a notice.
     pub async fn present(&self, hub: &Hub, email: &str, rooms: &[Arc<str>], here: bool) {
-        match self.set_present(email, here).await {
+        let changed = self.set_present(email, here).await;
+        if let (Some(peers), Ok(alone), false) = (&self.peers, &changed, here) {
+            // What leaving showed of the other nodes: kept for the listener's next catch-up.
+            peers.note_elsewhere(email, !alone);
+        }
+        match changed {
             Ok(true) => {
                 hub.announce_presence(email, rooms, here);
                 self.tell(Notice::Presence { email: email.to_owned(), online: here }).await;
@@ -264,6 +297,22 @@ impl Cluster {
         };
         sqlx::query(statement).bind(&*peers.node).bind(email).execute(&peers.pool).await?;
         Ok(self.online_elsewhere(&[email.to_owned()]).await?.is_empty())
+    }
+
+    /// Every user with connections on another live node.
+    async fn everyone_elsewhere(&self) -> Result<HashSet<String>, sqlx::Error> {
+        let Some(peers) = &self.peers else {
+            return Ok(HashSet::new());
+        };
+        let online: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT DISTINCT p.email FROM presence p JOIN nodes n ON n.id = p.node
+             WHERE p.node <> $1 AND n.seen_at > {DB_NOW} - $2"
+        )))
+        .bind(&*peers.node)
+        .bind(NODE_TIMEOUT_MS)
+        .fetch_all(&peers.pool)
+        .await?;
+        Ok(online.into_iter().collect())
     }
 
     /// Of these users, those with connections on another live node.
