@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use roomz::protocol::http::{SessionGranted, VerifyRequest};
-use roomz::protocol::{ClientFrame, Message, PROTOCOL_VERSION, Seq, ServerFrame};
+use roomz::protocol::{
+    ClientFrame, ErrorCode, ErrorFrame, Message, PROTOCOL_VERSION, Seq, ServerFrame,
+};
 use roomz::server::clock::OffsetClock;
 use roomz::server::config::{AllowListSource, Config};
 use roomz::server::mailer::ConsoleMailer;
@@ -406,7 +408,19 @@ impl Client {
                     limit: Some(limit),
                 })
                 .await;
-            let ServerFrame::History { messages, more, .. } = page else { panic!("{page:?}") };
+            let (messages, more) = match page {
+                ServerFrame::History { messages, more, .. } => (messages, more),
+                // A long walk meets the request rate: wait it out and ask again.
+                ServerFrame::Error(ErrorFrame {
+                    code: ErrorCode::RateLimited,
+                    retry_after_ms: Some(wait),
+                    ..
+                }) => {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    continue;
+                }
+                other => panic!("{other:?}"),
+            };
             before = messages.first().map(|m| m.seq);
             pages.push((messages, more));
             if !more {
